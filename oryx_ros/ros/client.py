@@ -1,0 +1,107 @@
+"""`oryx-ros call`: ask a running oryx node over the ``/oryx/ask`` service or action and print the answer.
+
+This is what ``ros2 service call /oryx/ask oryx_ros/srv/Ask "{question: ...}"`` and
+``ros2 action send_goal --feedback /oryx/ask oryx_ros/action/Ask ...`` do on a full ROS install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.node import Node
+
+from oryx_ros.action import Ask as AskAction
+from oryx_ros.srv import Ask
+
+
+def build_request(message_type: Any, args: argparse.Namespace) -> Any:
+    return message_type(question=args.question, cameras=args.cameras, window_s=args.window, max_frames=args.max_frames,
+                        mode=args.mode, spatial=args.spatial, max_new_tokens=args.max_new_tokens)
+
+
+def call_service(node: Node, request: Ask.Request, name: str = "/oryx/ask", timeout_s: float = 600.0) -> Ask.Response:
+    client = node.create_client(Ask, name)
+    if not client.wait_for_service(timeout_sec=min(timeout_s, 60.0)):
+        raise TimeoutError(f"service {name} is not available")
+    future = client.call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
+    if not future.done():
+        raise TimeoutError(f"no answer from {name} within {timeout_s} s")
+    return future.result()
+
+
+def call_action(node: Node, goal: AskAction.Goal, name: str = "/oryx/ask",
+                on_feedback: Callable[[AskAction.Feedback], None] | None = None,
+                cancel_after_tokens: int = 0, timeout_s: float = 600.0) -> tuple[int, AskAction.Result]:
+    """Send a goal, stream its feedback, optionally cancel it after N tokens; return (status, result)."""
+    client = ActionClient(node, AskAction, name)
+    if not client.wait_for_server(timeout_sec=min(timeout_s, 60.0)):
+        raise TimeoutError(f"action server {name} is not available")
+    cancel_sent: list[Any] = []
+    handles: list[Any] = []
+
+    def feedback(message: Any) -> None:
+        if on_feedback is not None:
+            on_feedback(message.feedback)
+        if cancel_after_tokens and message.feedback.tokens >= cancel_after_tokens and not cancel_sent and handles:
+            cancel_sent.append(handles[0].cancel_goal_async())
+
+    send = client.send_goal_async(goal, feedback_callback=feedback)
+    rclpy.spin_until_future_complete(node, send, timeout_sec=60.0)
+    handle = send.result()
+    if handle is None or not handle.accepted:
+        raise RuntimeError("the goal was rejected")
+    handles.append(handle)
+    result = handle.get_result_async()
+    deadline = time.monotonic() + timeout_s
+    while not result.done() and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    if not result.done():
+        raise TimeoutError(f"no result from {name} within {timeout_s} s")
+    return result.result().status, result.result().result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="oryx-ros call", description=__doc__.splitlines()[0])
+    parser.add_argument("question")
+    parser.add_argument("--cameras", nargs="*", default=[])
+    parser.add_argument("--window", type=float, default=0.0, help="seconds back from the newest frame (0 = default)")
+    parser.add_argument("--max-frames", type=int, default=0)
+    parser.add_argument("--mode", default="", choices=["", "auto", "image", "video", "video_long", "multiview"])
+    parser.add_argument("--spatial", action="store_true")
+    parser.add_argument("--max-new-tokens", type=int, default=0)
+    parser.add_argument("--action", action="store_true", help="use the streaming action instead of the service")
+    parser.add_argument("--name", default="/oryx/ask")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args, ros_args = parser.parse_known_args(argv)
+    with rclpy.init(args=[sys.argv[0], *ros_args]):
+        node = Node("oryx_ask_client")
+        if args.action:
+            _status, result = call_action(node, build_request(AskAction.Goal, args), args.name,
+                                         on_feedback=lambda f: print(f"\r[{f.tokens} tokens] {f.text}", end=""),
+                                         timeout_s=args.timeout)
+            print()
+        else:
+            result = call_service(node, build_request(Ask.Request, args), args.name, args.timeout)
+        if not result.success:
+            print(f"error: {result.error}", file=sys.stderr)
+            return 1
+        print(result.answer)
+        print(f"({result.frames_used} frames, {result.visual_tokens} visual tokens, {result.compression}, "
+              f"{result.latency_s:.2f} s)")
+        for obj in result.scene.objects:
+            print(f"  object {obj.id}: {obj.label} at ({obj.position.x:.2f}, {obj.position.y:.2f}, "
+                  f"{obj.position.z:.2f}) m in {result.scene.header.frame_id}")
+        for rel in result.scene.relations:
+            print(f"  {rel.subject_id} {rel.predicate} {rel.object_id} ({rel.source}, {rel.distance:.2f} m)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
