@@ -26,9 +26,9 @@ fi
 # --- 2. virtual environment ----------------------------------------------------------------------------
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), "oryx_ros needs Python 3.10+"'
-req_stamp=$(cat "$ORYX_ROS_REPO"/scripts/{requirements.txt,constraints.txt,setup.sh} | sha1sum | cut -c1-16)
+req_stamp=$(cat "$ORYX_ROS_REPO"/scripts/{requirements.txt,requirements-model.txt,constraints.txt,setup.sh} | sha1sum | cut -c1-16)
 if [ "$(cat "$ORYX_ROS_VENV/.oryx_ros_stamp" 2>/dev/null)" != "$req_stamp" ]; then
-  log "creating the virtual environment in $ORYX_ROS_VENV (about 2 minutes)"
+  log "installing Python packages into $ORYX_ROS_VENV (about 2 minutes the first time)"
   [ -x "$ORYX_ROS_VENV/bin/python" ] || "$PYTHON" -m venv "$ORYX_ROS_VENV"
   "$ORYX_ROS_VENV/bin/pip" install -q --disable-pip-version-check -r "$ORYX_ROS_REPO/scripts/requirements.txt" \
     -c "$ORYX_ROS_REPO/scripts/constraints.txt"
@@ -38,7 +38,7 @@ if [ "$(cat "$ORYX_ROS_VENV/.oryx_ros_stamp" 2>/dev/null)" != "$req_stamp" ]; th
   # The ROS wheels' exported cmake files hard-code the wheel build machine's Python and numpy include paths.
   PYINC=$("$ORYX_ROS_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   NPINC=$("$ORYX_ROS_VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
-  grep -rl /opt/python/cp311-cp311 "$ORYX_ROS_VENV/share" --include='*.cmake' 2>/dev/null | xargs -r sed -i \
+  { grep -rl /opt/python/cp311-cp311 "$ORYX_ROS_VENV/share" --include='*.cmake' 2>/dev/null || true; } | xargs -r sed -i \
     -e "s#/opt/python/cp311-cp311/include/python3.11#$PYINC#g" \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g"
   echo "$req_stamp" > "$ORYX_ROS_VENV/.oryx_ros_stamp"
