@@ -1,0 +1,183 @@
+"""`oryx-ros demo`: the whole product on bundled data, in separate processes over real Fast DDS.
+
+1. generate (or reuse) a small synthetic 3-camera RGB-D scene bag with ground truth,
+2. start the oryx node (tiny random checkpoint unless ``--model``),
+3. replay the bag into it, paced by its timestamps,
+4. ask a question over the ``/oryx/ask`` service, then over the streaming action, then a spatial one,
+5. print the answers, their timings and a scene description the node published, and stop the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NODE_READY_TIMEOUT_S = 300.0
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ORYX_ROS_CACHE", Path.home() / ".cache" / "oryx_ros"))
+
+
+def share_file(relative: str) -> Path:
+    """A file of config/ from the source tree, or from the installed share directory."""
+    candidate = REPO_ROOT / relative
+    if candidate.exists():
+        return candidate
+    from ament_index_python.packages import get_package_share_directory  # full ROS installs only
+
+    return Path(get_package_share_directory("oryx_ros")) / relative
+
+
+def ensure_demo_scene() -> tuple[Path, Path]:
+    """The demo bag and its camera parameter file, written once and reused."""
+    from oryx_ros.spatial.synthetic_scene import ensure_scene_bag
+
+    return ensure_scene_bag(cache_dir() / "demo-scene")
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    # Keep the demo's traffic on this machine and off the robot's domain unless the user chose one.
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_file("config/fastdds_shm.xml")))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _section(title: str) -> None:
+    print(f"\n=== {title} " + "=" * max(0, 70 - len(title)), flush=True)
+
+
+def run_demo(model: str) -> int:
+    import rclpy
+    from rclpy.node import Node
+
+    from oryx_ros.action import Ask as AskAction
+    from oryx_ros.msg import SceneDescription
+    from oryx_ros.ros.client import call_action, call_service
+    from oryx_ros.srv import Ask
+
+    env = _environment()
+    os.environ.update(env)
+    _section("data")
+    bag, camera_params = ensure_demo_scene()
+    print(f"bag: {bag}\ncamera parameters: {camera_params}")
+
+    _section("node")
+    node_cmd = [sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args",
+                "--params-file", str(share_file("config/oryx.yaml")), "--params-file", str(camera_params),
+                "-p", f"model.path:={model}", "-p", "description.period_s:=2.0", "-p", "description.window_s:=60.0",
+                "-p", "buffer.max_rate_hz:=0.0", "-p", "ask.max_new_tokens:=24", "-p", "description.max_new_tokens:=16"]
+    print(" ".join(node_cmd[1:]), f"(ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})")
+    node_process = subprocess.Popen(node_cmd, env=env)
+    exit_code = 1
+    try:
+        with rclpy.init():
+            client_node = Node("oryx_demo")
+            descriptions: list[SceneDescription] = []
+            from rclpy.qos import QoSDurabilityPolicy, QoSProfile
+
+            client_node.create_subscription(
+                SceneDescription, "/oryx/scene_description", descriptions.append,
+                QoSProfile(depth=5, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
+            service = client_node.create_client(Ask, "/oryx/ask")
+            started = time.monotonic()
+            while not service.wait_for_service(timeout_sec=1.0):
+                if node_process.poll() is not None:
+                    raise RuntimeError(f"the node exited with code {node_process.returncode}")
+                if time.monotonic() - started > NODE_READY_TIMEOUT_S:
+                    raise TimeoutError("the node did not come up")
+            print(f"node ready after {time.monotonic() - started:.1f} s")
+
+            _section("replay")
+            replay_cmd = [sys.executable, "-m", "oryx_ros.ros.replay", str(bag), "--wait-subscribers", "1"]
+            print(" ".join(replay_cmd[1:]))
+            subprocess.run(replay_cmd, env=env, check=True)
+
+            _section("service /oryx/ask")
+            question = "What objects do the cameras see?"
+            response = call_service(client_node, Ask.Request(question=question, window_s=60.0))
+            _print_answer(question, response)
+
+            _section("action /oryx/ask (streaming)")
+            question = "Describe the scene."
+            print(f"Q: {question}\nA (streamed): ", end="", flush=True)
+            seen = [0]
+
+            def on_feedback(feedback: AskAction.Feedback) -> None:
+                print(feedback.text[seen[0]:], end="", flush=True)
+                seen[0] = len(feedback.text)
+
+            _status, result = call_action(client_node, AskAction.Goal(question=question, window_s=60.0),
+                                          on_feedback=on_feedback)
+            print()
+            _print_answer(None, result)
+
+            _section("spatial question (depth + coarse correspondences)")
+            question = "Which object is closest to the red box?"
+            response = call_service(client_node, Ask.Request(question=question, spatial=True, window_s=60.0))
+            _print_answer(question, response)
+
+            _section("scene description (/oryx/scene_description)")
+            deadline = time.monotonic() + 60.0
+            while not descriptions and time.monotonic() < deadline:
+                rclpy.spin_once(client_node, timeout_sec=0.1)
+            if descriptions:
+                d = descriptions[-1]
+                span = (d.window_end.sec + d.window_end.nanosec * 1e-9) - (d.window_start.sec + d.window_start.nanosec
+                                                                             * 1e-9)
+                print(f"{d.text!r}\n({d.frames} frames from {list(d.cameras)} over {span:.1f} s, {d.visual_tokens} "
+                      f"visual tokens, {d.compression}, {d.latency_s:.2f} s, model {d.model})")
+                exit_code = 0
+            else:
+                print("no scene description arrived within 60 s")
+    finally:
+        node_process.send_signal(signal.SIGINT)
+        try:
+            node_process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+    _section("done")
+    return exit_code
+
+
+def _print_answer(question: str | None, response: object) -> None:
+    if question:
+        print(f"Q: {question}")
+    if not response.success:
+        print(f"error: {response.error}")
+        return
+    if question:
+        print(f"A: {response.answer}")
+    print(f"   {response.frames_used} frames, {response.visual_tokens} visual tokens, {response.compression}, "
+          f"latency {response.latency_s:.2f} s")
+    scene = response.scene
+    if scene.objects or scene.reason:
+        print(f"   scene graph in {scene.header.frame_id!r}: {len(scene.objects)} objects, {len(scene.relations)} "
+              f"relations{'' if scene.available else ' — unavailable: ' + scene.reason}")
+        for obj in scene.objects:
+            print(f"     [{obj.id}] {obj.label:<14} at ({obj.position.x:+.2f}, {obj.position.y:+.2f}, "
+                  f"{obj.position.z:+.2f}) m, seen by {list(obj.cameras)}")
+        for rel in scene.relations[:12]:
+            print(f"     {rel.subject_id} {rel.predicate} {rel.object_id}  ({rel.source}, {rel.distance:.2f} m)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="oryx-ros demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="", help="Oryx checkpoint directory (default: tiny random checkpoint)")
+    args = parser.parse_args(argv)
+    return run_demo(args.model)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
