@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "lifecycle-node": ("oryx_ros.ros.node", "main_lifecycle", "run the managed (lifecycle) oryx node"),
     "call": ("oryx_ros.ros.client", "main", "ask a running node over /oryx/ask (service or action)"),
     "replay": ("oryx_ros.ros.replay", "main", "publish a rosbag2 into live topics, paced by its timestamps"),
-    "make-test-bag": ("oryx_ros.bags.test_bags", "main", "write a small multi-camera test bag"),
+    "make-test-bag": ("oryx_ros.bags.synthetic", "main", "write a small multi-camera test bag"),
     "make-scene": ("oryx_ros.spatial.synthetic_scene", "main", "render a synthetic RGB-D scene bag + truth"),
     "make-tiny-checkpoint": ("oryx_ros.model.tiny_checkpoint", "main", "write a tiny random Oryx checkpoint"),
     "ask": ("oryx_ros.model.ask", "main", "ask Oryx offline about images or a video file"),

@@ -114,9 +114,9 @@ class OryxCore:
         self._load_model()
         config = self.config
         self.buffer = FrameBuffer(
+            memory_budget_bytes=int(config.buffer_max_megabytes * 1024 * 1024),
             window_ns=int(config.buffer_window_s * NS_PER_S),
-            max_bytes=int(config.buffer_max_megabytes * 1024 * 1024),
-            max_rate_hz=config.buffer_max_rate_hz,
+            rate_cap_hz=config.buffer_max_rate_hz or None,
         )
         self.worker = InferenceWorker(max_queue=config.queue_size)
         self.spatial = self._load_spatial()
@@ -138,16 +138,19 @@ class OryxCore:
                           self.diagnostics_pub, self.ask_service]
 
     def activate(self) -> None:
+        from oryx_ros.perception.sync import ApproximateTimeSynchronizer
         from oryx_ros.ros.camera_ingest import CameraIngest
 
         config = self.config
         qos = QoSProfile(depth=config.sensor_qos_depth, reliability=QoSReliabilityPolicy.RELIABLE) \
             if config.sensor_qos_reliable else qos_profile_sensor_data
-        self.ingest = CameraIngest(
-            self.node, config.cameras, self.buffer, slop_ns=int(config.sync_slop_s * NS_PER_S),
-            queue_size=config.sync_queue_size,
-            dead_camera_timeout_ns=int(config.dead_camera_timeout_s * NS_PER_S),
-            qos=qos, callback_group=self.sensor_group)
+        synchronizer = ApproximateTimeSynchronizer(
+            [camera.name for camera in config.cameras], config.sync_queue_size,
+            max(1, int(config.sync_slop_s * NS_PER_S)),
+            dead_camera_timeout_ns=int(config.dead_camera_timeout_s * NS_PER_S) or None,
+            time_jump_threshold_ns=self.buffer.time_jump_threshold_ns)
+        self.ingest = CameraIngest(self.node, config.cameras, self.buffer, synchronizer=synchronizer, qos=qos,
+                                   callback_group=self.sensor_group)
         self._active_entities = [self.node.create_timer(1.0, self._publish_diagnostics, self.timer_group)]
         if config.description_enabled:
             self._active_entities.append(
@@ -159,7 +162,7 @@ class OryxCore:
 
     def deactivate(self) -> None:
         if self.ingest is not None:
-            self.ingest.close()
+            self.ingest.destroy()
             self.ingest = None
         for entity in self._active_entities:
             self.node.destroy_timer(entity) if hasattr(entity, "timer_period_ns") else \
@@ -195,10 +198,10 @@ class OryxCore:
             from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
 
             path = str(ensure_tiny_checkpoint())
-            self.log.warn("=" * 78)
-            self.log.warn("model.path is empty: using the bundled TINY RANDOM Oryx checkpoint at " + path)
-            self.log.warn("Its answers are meaningless. Set model.path to a real checkpoint (e.g. Oryx-7B).")
-            self.log.warn("=" * 78)
+            self.log.warning("=" * 78)
+            self.log.warning("model.path is empty: using the bundled TINY RANDOM Oryx checkpoint at " + path)
+            self.log.warning("Its answers are meaningless. Set model.path to a real checkpoint (e.g. Oryx-7B).")
+            self.log.warning("=" * 78)
         started = time.monotonic()
         self.engine = OryxEngine.from_pretrained(
             path, device=config.model_device, dtype=getattr(torch, config.model_dtype),
@@ -212,7 +215,7 @@ class OryxCore:
         try:
             from oryx_ros.ros.spatial_adapter import SpatialAdapter
         except ImportError:
-            self.log.warn(SPATIAL_UNAVAILABLE, once=True)
+            self.log.warning(SPATIAL_UNAVAILABLE)
             return None
         return SpatialAdapter(self.config, self.log)
 
@@ -233,7 +236,8 @@ class OryxCore:
         if unknown:
             raise RequestError(f"unknown camera(s) {unknown}; this node has {known}")
         wanted = list(cameras) or known
-        newest = self.buffer.latest_stamp_ns(wanted)
+        stamps = [stamp for name in wanted if (stamp := self.buffer.latest_stamp_ns(name)) is not None]
+        newest = max(stamps, default=None)
         if newest is None:
             raise RequestError(f"no frames buffered yet for camera(s) {wanted}: are they publishing "
                                "(check /diagnostics)?")
@@ -357,7 +361,7 @@ class OryxCore:
 
     def _on_goal(self, goal: AskAction.Goal) -> GoalResponse:
         if not goal.question.strip():
-            self.log.warn("rejected an action goal with an empty question")
+            self.log.warning("rejected an action goal with an empty question")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
@@ -384,7 +388,7 @@ class OryxCore:
             self.log.info(f"{via}: {question!r} -> {outcome.frames_used} frames, {outcome.visual_tokens} visual "
                           f"tokens ({outcome.compression}) in {outcome.latency_s:.2f} s")
         else:
-            self.log.warn(f"{via}: {question!r} failed: {outcome.error}")
+            self.log.warning(f"{via}: {question!r} failed: {outcome.error}")
 
     def _maybe_describe(self) -> None:
         if self._description_pending or not self.worker.idle:
@@ -417,7 +421,7 @@ class OryxCore:
     def _publish_description(self, future: Future, by_camera: dict[str, list[Frame]], started: float) -> None:
         self._description_pending = False
         if future.exception() is not None:
-            self.log.warn(f"scene description failed: {future.exception()}")
+            self.log.warning(f"scene description failed: {future.exception()}")
             return
         result = future.result()
         used = [frame for frames in by_camera.values() for frame in frames]
@@ -440,24 +444,40 @@ class OryxCore:
             return DiagnosticStatus(level=level, name=f"{name}: {component}", message=message, hardware_id=name,
                                     values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
-        ingest_stats = self.ingest.stats() if self.ingest is not None else {}
+        counters = self.ingest.stats().cameras if self.ingest is not None else {}
+        buffer_cameras = self.buffer.camera_stats()
         for camera in self.config.cameras:
-            stats = ingest_stats.get(camera.name, {})
-            last_ns = stats.get("last_stamp_ns")
+            counter = counters.get(camera.name)
+            last_ns = counter.last_stamp_ns if counter is not None else None
+            # Staleness against the node clock: with use_sim_time this is /clock, else wall time (a replayed
+            # bag with old stamps then shows as stale, which is true of its data).
             stale_s = (now_ns - last_ns) / NS_PER_S if last_ns else float("inf")
             healthy = last_ns is not None and stale_s < max(5.0, 5 * self.config.dead_camera_timeout_s)
-            array.status.append(status(f"camera {camera.name}", DiagnosticStatus.OK if healthy else
-                                       DiagnosticStatus.WARN, "ok" if healthy else "no recent frames",
-                                       {"topic": camera.image_topic, "staleness_s": f"{stale_s:.2f}", **stats}))
-        buffer_stats = self.buffer.stats()
-        array.status.append(status("frame buffer", DiagnosticStatus.OK, "ok", buffer_stats))
+            stored = buffer_cameras.get(camera.name)
+            array.status.append(status(
+                f"camera {camera.name}", DiagnosticStatus.OK if healthy else DiagnosticStatus.WARN,
+                "ok" if healthy else "no recent frames",
+                {"topic": camera.image_topic, "staleness_s": f"{stale_s:.2f}",
+                 "stored_rate_hz": f"{stored.rate_hz:.2f}" if stored else "0",
+                 **(vars(counter) if counter is not None else {})}))
+        if self.ingest is not None:
+            level, message, values = self.ingest.diagnostic_status()
+            array.status.append(status("synchronizer", bytes([level]), message, dict(values)))
+        buffer = self.buffer
+        fill = buffer.total_bytes() / buffer.memory_budget_bytes
+        array.status.append(status("frame buffer", DiagnosticStatus.OK, "ok", {
+            "frames": len(buffer), "sets": buffer.set_count(), "bytes": buffer.total_bytes(),
+            "fill": f"{fill:.3f}", "time_jumps": buffer.time_jumps,
+            **{f"dropped_{reason}": count for reason, count in buffer.drop_counts().items()},
+            **{f"frames_{name}": stats.count for name, stats in buffer.camera_stats().items()}}))
         worker = self.worker.stats()
         array.status.append(status("model", DiagnosticStatus.OK, "busy" if worker.running else "idle", {
             "model": self.model_name, "device": self.config.model_device, "dtype": self.config.model_dtype,
             "queue_depth": worker.queued, "completed": worker.completed, "failed": worker.failed,
             "rejected_busy": worker.rejected_busy, "expired": worker.expired,
             "last_latency_s": f"{worker.last_latency_s:.3f}", "descriptions_skipped_busy":
-            self._descriptions_skipped_busy, **self.engine.cache_stats()}))
+            self._descriptions_skipped_busy, **{f"token_cache_{k}": v for k, v in
+                                                vars(self.engine.cache_stats()).items()}}))
         self.diagnostics_pub.publish(array)
 
 

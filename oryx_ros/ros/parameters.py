@@ -13,6 +13,8 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
+from oryx_ros.ros.camera_ingest import CameraConfig
+
 MODES = ("auto", "image", "video", "video_long", "multiview")
 DEVICES_HINT = "cpu, cuda, cuda:N"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -20,21 +22,11 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 @dataclass(frozen=True)
-class CameraConfig:
-    name: str
-    image_topic: str
-    compressed: bool = False
-    camera_info_topic: str = ""
-    depth_topic: str = ""
-    frame_id: str = ""  # empty: take it from the message header
-    # Pose of the camera's optical frame (z forward, x right, y down) in the base frame:
-    # x, y, z in metres and a quaternion qx, qy, qz, qw (ROS order, as static_transform_publisher).
-    mount: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
-
-
-@dataclass(frozen=True)
 class NodeConfig:
     cameras: list[CameraConfig]
+    # Pose of each camera's optical frame (z forward, x right, y down) in the base frame:
+    # x, y, z in metres and a quaternion qx, qy, qz, qw (ROS order, as static_transform_publisher).
+    mounts: dict[str, tuple[float, ...]]
     sync_slop_s: float
     sync_queue_size: int
     dead_camera_timeout_s: float
@@ -150,7 +142,7 @@ def declare_parameters(node: Node) -> NodeConfig:
     names = list(node.get_parameter("cameras.names").value)
     if len(set(names)) != len(names) or not all(names):
         raise ValueError(f"cameras.names must be unique, non-empty names: {names}")
-    cameras = []
+    cameras, mounts = [], {}
     for name in names:
         values = {}
         for key, (default, description) in CAMERA_PARAMETERS.items():
@@ -158,16 +150,19 @@ def declare_parameters(node: Node) -> NodeConfig:
                                                  _text(description, read_only=True)).value
         if not values["image_topic"]:
             values["image_topic"] = f"/{name}/image_raw" + ("/compressed" if values["compressed"] else "")
-        mount = tuple(float(v) for v in values.pop("mount"))
-        if len(mount) != 7:
-            raise ValueError(f"cameras.{name}.mount needs 7 numbers (x y z qx qy qz qw), got {len(mount)}")
-        cameras.append(CameraConfig(name=name, mount=mount, **values))
+        mounts[name] = tuple(float(v) for v in values.pop("mount"))
+        if len(mounts[name]) != 7:
+            raise ValueError(f"cameras.{name}.mount needs 7 numbers (x y z qx qy qz qw), got {len(mounts[name])}")
+        cameras.append(CameraConfig(
+            name=name, image_topic=values["image_topic"], compressed=values["compressed"],
+            camera_info_topic=values["camera_info_topic"] or None, depth_topic=values["depth_topic"] or None,
+            frame_id=values["frame_id"] or None))
 
     def get(name: str) -> Any:
         return node.get_parameter(name).value
 
     config = NodeConfig(
-        cameras=cameras,
+        cameras=cameras, mounts=mounts,
         sync_slop_s=get("sync.slop_s"), sync_queue_size=get("sync.queue_size"),
         dead_camera_timeout_s=get("sync.dead_camera_timeout_s"),
         buffer_window_s=get("buffer.window_s"), buffer_max_rate_hz=get("buffer.max_rate_hz"),
