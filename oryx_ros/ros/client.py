@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import rclpy
 from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.task import Future
 
 from oryx_ros.action import Ask as AskAction
 from oryx_ros.srv import Ask
@@ -25,15 +26,29 @@ def build_request(message_type: Any, args: argparse.Namespace) -> Any:
                         mode=args.mode, spatial=args.spatial, max_new_tokens=args.max_new_tokens)
 
 
+def _spin_until_done(node: Node, future: Future, timeout_s: float) -> None:
+    # An executor of its own (not rclpy's global one), so several threads may each wait on a call.
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        executor.spin_until_future_complete(future, timeout_sec=timeout_s)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=0)
+
+
 def call_service(node: Node, request: Ask.Request, name: str = "/oryx/ask", timeout_s: float = 600.0) -> Ask.Response:
     client = node.create_client(Ask, name)
-    if not client.wait_for_service(timeout_sec=min(timeout_s, 60.0)):
-        raise TimeoutError(f"service {name} is not available")
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
-    if not future.done():
-        raise TimeoutError(f"no answer from {name} within {timeout_s} s")
-    return future.result()
+    try:
+        if not client.wait_for_service(timeout_sec=min(timeout_s, 60.0)):
+            raise TimeoutError(f"service {name} is not available")
+        future = client.call_async(request)
+        _spin_until_done(node, future, timeout_s)
+        if not future.done():
+            raise TimeoutError(f"no answer from {name} within {timeout_s} s")
+        return future.result()
+    finally:
+        node.destroy_client(client)
 
 
 def call_action(node: Node, goal: AskAction.Goal, name: str = "/oryx/ask",
@@ -52,19 +67,20 @@ def call_action(node: Node, goal: AskAction.Goal, name: str = "/oryx/ask",
         if cancel_after_tokens and message.feedback.tokens >= cancel_after_tokens and not cancel_sent and handles:
             cancel_sent.append(handles[0].cancel_goal_async())
 
-    send = client.send_goal_async(goal, feedback_callback=feedback)
-    rclpy.spin_until_future_complete(node, send, timeout_sec=60.0)
-    handle = send.result()
-    if handle is None or not handle.accepted:
-        raise RuntimeError("the goal was rejected")
-    handles.append(handle)
-    result = handle.get_result_async()
-    deadline = time.monotonic() + timeout_s
-    while not result.done() and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
-    if not result.done():
-        raise TimeoutError(f"no result from {name} within {timeout_s} s")
-    return result.result().status, result.result().result
+    try:
+        send = client.send_goal_async(goal, feedback_callback=feedback)
+        _spin_until_done(node, send, 60.0)
+        handle = send.result()
+        if handle is None or not handle.accepted:
+            raise RuntimeError("the goal was rejected")
+        handles.append(handle)
+        result = handle.get_result_async()
+        _spin_until_done(node, result, timeout_s)
+        if not result.done():
+            raise TimeoutError(f"no result from {name} within {timeout_s} s")
+        return result.result().status, result.result().result
+    finally:
+        client.destroy()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

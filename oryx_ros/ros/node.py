@@ -420,6 +420,8 @@ class OryxCore:
 
     def _publish_description(self, future: Future, by_camera: dict[str, list[Frame]], started: float) -> None:
         self._description_pending = False
+        if not rclpy.ok(context=self.node.context):
+            return  # finished while the node was shutting down
         if future.exception() is not None:
             self.log.warning(f"scene description failed: {future.exception()}")
             return

@@ -1,0 +1,249 @@
+"""CameraIngest in one process over real Fast DDS: bad messages are counted and throttled, depth pairs
+with colour in either order (or is given up on), CameraInfo is cached and scaled, dead cameras give
+partial sets. Messages are published one at a time and the test waits for each to be handled."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from oryx_ros.perception.frame_buffer import FrameBuffer  # noqa: E402
+from oryx_ros.perception.frames import CameraIntrinsics  # noqa: E402
+from oryx_ros.perception.image_codec import numpy_to_image  # noqa: E402
+from oryx_ros.perception.sync import ApproximateTimeSynchronizer  # noqa: E402
+from oryx_ros.ros.camera_ingest import CameraConfig, CameraIngest  # noqa: E402
+from oryx_ros.ros.conversions import intrinsics_to_camera_info, ns_to_stamp  # noqa: E402
+
+MS = 1_000_000
+T0 = 1_000 * 1_000_000_000
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class RecordingLogger:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def warning(self, text: str, **_: object) -> None:
+        self.records.append(("warning", text))
+
+    def error(self, text: str, **_: object) -> None:
+        self.records.append(("error", text))
+
+    def __getattr__(self, name: str):  # anything else the node logs goes to a real logger
+        return getattr(rclpy.logging.get_logger("test_camera_ingest"), name)
+
+
+class Harness:
+    """An ingest node, a publisher node and a way to publish and wait until a message was handled."""
+
+    def __init__(self, context, cameras: list[CameraConfig], buffer: FrameBuffer, **ingest_kwargs) -> None:
+        self.node = Node("ingest", context=context)
+        self.logger = RecordingLogger()
+        self.node.get_logger = lambda: self.logger  # record the ingest's warnings
+        self.buffer = buffer
+        self.ingest = CameraIngest(self.node, cameras, buffer, qos=RELIABLE, **ingest_kwargs)
+        self.publisher_node = Node("camera_driver", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self._publishers: dict[str, object] = {}
+
+    def publisher(self, msg_type: type, topic: str):
+        if topic not in self._publishers:
+            publisher = self.publisher_node.create_publisher(msg_type, topic, RELIABLE)
+            deadline = time.monotonic() + 10
+            while publisher.get_subscription_count() < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self._publishers[topic] = publisher
+        return self._publishers[topic]
+
+    def send(self, topic: str, msg, handled: Callable[[], bool]) -> None:
+        self.publisher(type(msg), topic).publish(msg)
+        deadline = time.monotonic() + 10
+        while not handled() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+        assert handled(), f"message on {topic} was not handled"
+
+    def counters(self, camera: str):
+        return self.ingest.stats().cameras[camera]
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.ingest.destroy()
+        self.node.destroy_node()
+        self.publisher_node.destroy_node()
+
+
+@pytest.fixture
+def context():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
+
+
+def _header(stamp_ns: int, frame_id: str = "cam_optical") -> Header:
+    return Header(stamp=ns_to_stamp(stamp_ns, Time), frame_id=frame_id)
+
+
+def _image(stamp_ns: int, value: int = 0, width: int = 32, height: int = 24) -> Image:
+    return numpy_to_image(np.full((height, width, 3), value, np.uint8), "rgb8", Image, _header(stamp_ns))
+
+
+def _depth(stamp_ns: int, metres: float, width: int = 32, height: int = 24) -> Image:
+    return numpy_to_image(np.full((height, width), round(metres * 1000), np.uint16), "16UC1", Image,
+                          _header(stamp_ns))
+
+
+def test_bad_messages_are_counted_throttled_and_do_not_stop_the_stream(context) -> None:
+    cameras = [CameraConfig.standard("raw"), CameraConfig("jpeg", "/jpeg/image_raw/compressed", compressed=True)]
+    harness = Harness(context, cameras, FrameBuffer(), warn_throttle_s=60.0)
+    try:
+        for i in range(3):  # step too short, three times: one warning, the rest throttled
+            bad = _image(T0 + i * MS)
+            bad.step = 10
+            harness.send("/raw/image_raw", bad, lambda i=i: harness.counters("raw").conversion_errors == i + 1)
+        garbage = CompressedImage(header=_header(T0), format="jpeg")
+        garbage.data = b"not a jpeg at all"
+        harness.send("/jpeg/image_raw/compressed", garbage, lambda: harness.counters("jpeg").conversion_errors == 1)
+        uncalibrated = CameraInfo(header=_header(T0), width=32, height=24)
+        harness.send("/raw/camera_info", uncalibrated, lambda: harness.counters("raw").conversion_errors == 4)
+
+        raw = harness.counters("raw")
+        assert raw.images == 3 and raw.camera_infos == 1 and raw.frames == 0
+        assert "uncalibrated" in raw.last_error
+        warnings = [text for level, text in harness.logger.records if level == "warning"]
+        assert len([w for w in warnings if "'raw': dropped a image" in w]) == 1
+        assert any("'jpeg': dropped a image" in w and "cannot decode" in w for w in warnings)
+        assert any("camera_info" in w for w in warnings)
+        level, message, values = harness.ingest.diagnostic_status()
+        assert level == 1 and "5 conversion errors" in message and ("raw conversion_errors", "4") in values
+        assert harness.ingest.diagnostic_status()[0] == 0  # nothing new since
+
+        # The stream goes on: a good CameraInfo, then good frames from both cameras make a set.
+        k = np.array([[32.0, 0.0, 15.5], [0.0, 32.0, 11.5], [0.0, 0.0, 1.0]])
+        info = intrinsics_to_camera_info(CameraIntrinsics(32, 24, k), CameraInfo, _header(T0))
+        harness.send("/raw/camera_info", info, lambda: harness.counters("raw").camera_infos == 2)
+        good_jpeg = CompressedImage(header=_header(T0 + 100 * MS), format="jpeg")
+        good_jpeg.data = cv2.imencode(".jpg", np.full((24, 32, 3), 200, np.uint8))[1].tobytes()
+        harness.send("/raw/image_raw", _image(T0 + 100 * MS, 50), lambda: harness.counters("raw").frames == 1)
+        harness.send("/jpeg/image_raw/compressed", good_jpeg, lambda: harness.buffer.set_count() == 1)
+        (frame_set,) = harness.buffer.query_sets()
+        assert frame_set.complete and set(frame_set.frames) == {"raw", "jpeg"}
+        assert abs(int(frame_set.frames["jpeg"].rgb.mean()) - 200) <= 2
+    finally:
+        harness.close()
+
+
+def test_depth_pairs_with_colour_in_either_order_and_is_given_up_after_the_wait(context) -> None:
+    config = CameraConfig("rgbd", "/rgbd/image_raw", depth_topic="/rgbd/depth/image_raw")  # no CameraInfo
+    harness = Harness(context, [config], FrameBuffer(window_ns=None), depth_wait_ns=250 * MS)
+    frames = lambda: harness.counters("rgbd").frames  # noqa: E731
+    count = lambda name: getattr(harness.counters("rgbd"), name)  # noqa: E731
+    try:
+        # 0: colour first. 1: depth first, 3 ms apart. 2: depth at half resolution.
+        harness.send(config.image_topic, _image(T0), lambda: harness.counters("rgbd").images == 1)
+        harness.send(config.depth_topic, _depth(T0, 1.0), lambda: frames() == 1)
+        harness.send(config.depth_topic, _depth(T0 + 100 * MS, 2.0), lambda: harness.counters("rgbd").depth_images == 2)
+        harness.send(config.image_topic, _image(T0 + 103 * MS), lambda: frames() == 2)
+        harness.send(config.image_topic, _image(T0 + 200 * MS), lambda: harness.counters("rgbd").images == 3)
+        harness.send(config.depth_topic, _depth(T0 + 200 * MS, 3.0, 16, 12), lambda: frames() == 3)
+        # 3: colour whose depth never comes; 4: depth whose colour never comes. Both are given up once
+        # the camera's stamps are 250 ms past them.
+        harness.send(config.image_topic, _image(T0 + 300 * MS), lambda: harness.counters("rgbd").images == 4)
+        harness.send(config.depth_topic, _depth(T0 + 400 * MS, 5.0), lambda: count("depth_images") == 4)
+        harness.send(config.image_topic, _image(T0 + 600 * MS), lambda: frames() == 4)
+        harness.send(config.depth_topic, _depth(T0 + 700 * MS, 7.0), lambda: count("depth_unmatched") == 1)
+        harness.ingest.flush()  # the colour at 600 ms still waits for depth: release it
+
+        counters = harness.counters("rgbd")
+        assert counters.colour_without_depth == 2 and counters.depth_unmatched == 1 and counters.frames == 5
+        stored = harness.buffer.query()
+        assert [(f.stamp_ns - T0) // MS for f in stored] == [0, 103, 200, 300, 600]
+        depths = [None if f.depth_m is None else float(np.nanmean(f.depth_m)) for f in stored]
+        assert depths == [1.0, 2.0, 3.0, None, None]
+        assert stored[2].depth_m.shape == (24, 32)  # half-resolution depth resized to the colour size
+    finally:
+        harness.close()
+
+
+def test_camera_info_is_awaited_cached_and_scaled_to_the_image(context) -> None:
+    config = CameraConfig.standard("cam")
+    harness = Harness(context, [config], FrameBuffer())
+    k = np.array([[64.0, 0.0, 31.5], [0.0, 64.0, 23.5], [0.0, 0.0, 1.0]])
+    info = intrinsics_to_camera_info(CameraIntrinsics(64, 48, k), CameraInfo, _header(T0))
+    counters = lambda: harness.counters("cam")  # noqa: E731
+    try:
+        # The first image beats the first CameraInfo: it waits for it instead of going on without.
+        harness.send(config.image_topic, _image(T0), lambda: counters().images == 1)
+        assert counters().frames == 0
+        harness.send(config.camera_info_topic, info, lambda: counters().frames == 1)
+        harness.send(config.camera_info_topic, info, lambda: counters().camera_infos == 2)
+        harness.send(config.image_topic, _image(T0 + 100 * MS), lambda: counters().frames == 2)
+        frames = harness.buffer.query()
+        assert counters().frames_without_camera_info == 0 and len(frames) == 2
+        for frame in frames:  # CameraInfo for 64x48, images 32x24: scaled
+            assert (frame.intrinsics.width, frame.intrinsics.height) == (32, 24) and frame.intrinsics.fx == 32.0
+            assert frame.frame_id == "cam_optical"
+    finally:
+        harness.close()
+
+
+def test_frames_go_on_without_intrinsics_when_camera_info_never_comes(context) -> None:
+    config = CameraConfig.standard("cam")
+    harness = Harness(context, [config], FrameBuffer(), camera_info_wait_ns=300 * MS)
+    try:
+        for i in range(4):
+            handled = lambda i=i: harness.counters("cam").images == i + 1  # noqa: E731
+            harness.send(config.image_topic, _image(T0 + i * 100 * MS), handled)
+        assert harness.counters("cam").frames == 0  # 300 ms not yet exceeded
+        harness.send(config.image_topic, _image(T0 + 400 * MS), lambda: harness.counters("cam").frames == 5)
+        harness.send(config.image_topic, _image(T0 + 500 * MS), lambda: harness.counters("cam").frames == 6)
+        counters = harness.counters("cam")
+        assert counters.frames_without_camera_info == 6 and counters.conversion_errors == 0
+        assert [f.intrinsics for f in harness.buffer.query()] == [None] * 6
+        assert any("no CameraInfo on /cam/camera_info" in text for _, text in harness.logger.records)
+    finally:
+        harness.close()
+
+
+def test_a_silent_camera_leads_to_partial_sets(context) -> None:
+    cameras = [CameraConfig("left", "/left/image_raw"), CameraConfig("right", "/right/image_raw")]
+    sync = ApproximateTimeSynchronizer(["left", "right"], 10, 20 * MS, dead_camera_timeout_ns=300 * MS)
+    harness = Harness(context, cameras, FrameBuffer(), synchronizer=sync)
+    try:
+        for i in range(6):
+            handled = lambda i=i: harness.counters("left").frames == i + 1  # noqa: E731
+            harness.send("/left/image_raw", _image(T0 + i * 100 * MS), handled)
+        sets = harness.buffer.query_sets()
+        # 'right' never published: dead once left's stamps are 300 ms past the first one.
+        assert [(s.stamp_ns - T0) // MS for s in sets] == [0, 100, 200, 300, 400, 500]
+        assert all(s.missing == ("right",) and set(s.frames) == {"left"} for s in sets)
+        level, message, _ = harness.ingest.diagnostic_status()
+        assert level == 1 and "dead cameras: right" in message
+    finally:
+        harness.close()
+
+
+def test_configuration_errors_raise(context) -> None:
+    node = Node("bad_config", context=context)
+    try:
+        with pytest.raises(ValueError, match="unique"):
+            CameraIngest(node, [CameraConfig.standard("a"), CameraConfig.standard("a")], FrameBuffer())
+        with pytest.raises(ValueError, match="differ"):
+            CameraIngest(node, [CameraConfig.standard("a")], FrameBuffer(),
+                         synchronizer=ApproximateTimeSynchronizer(["b"], 5, 10))
+    finally:
+        node.destroy_node()
