@@ -21,6 +21,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_READY_TIMEOUT_S = 300.0
+DEMO_SEED = 3
+DEMO_FRAMES = 8
 
 
 def cache_dir() -> Path:
@@ -37,11 +39,28 @@ def share_file(relative: str) -> Path:
     return Path(get_package_share_directory("oryx_ros")) / relative
 
 
-def ensure_demo_scene() -> tuple[Path, Path]:
-    """The demo bag and its camera parameter file, written once and reused."""
-    from oryx_ros.spatial.synthetic_scene import ensure_scene_bag
+def ensure_demo_scene() -> tuple[Path, Path, list[str]]:
+    """The demo bag, its camera parameter file and the topics the node reads; written once, then reused."""
+    import yaml
 
-    return ensure_scene_bag(cache_dir() / "demo-scene")
+    from oryx_ros.spatial.synthetic_scene import make_scene, write_scene
+
+    out = cache_dir() / "demo-scene-v1"
+    bag, cameras = out / "bag", out / "cameras.yaml"
+    if not (bag / "metadata.yaml").exists() or not cameras.exists():
+        print(f"rendering a synthetic 3-camera RGB-D scene into {out} (once)")
+        scene = make_scene(DEMO_SEED, n_cameras=3, noise=None)
+        partial = out.with_name(out.name + ".partial")
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial)
+        write_scene(scene, partial, n_frames=DEMO_FRAMES, rate_hz=4.0)
+        partial.rename(out)
+    groups = yaml.safe_load(cameras.read_text())["/**"]["ros__parameters"]["cameras"]
+    topics = [groups[name][key] for name in groups["names"]
+              for key in ("image_topic", "camera_info_topic", "depth_topic") if groups[name].get(key)]
+    return bag, cameras, topics
 
 
 def _environment() -> dict[str, str]:
@@ -70,14 +89,19 @@ def run_demo(model: str) -> int:
     env = _environment()
     os.environ.update(env)
     _section("data")
-    bag, camera_params = ensure_demo_scene()
+    bag, camera_params, topics = ensure_demo_scene()
     print(f"bag: {bag}\ncamera parameters: {camera_params}")
 
     _section("node")
+    overrides = {"description.period_s": 2.0, "description.window_s": 60.0, "buffer.max_rate_hz": 0.0,
+                 "qos.sensor_reliable": "true", "qos.sensor_depth": 100, "ask.max_new_tokens": 24,
+                 "description.max_new_tokens": 16}
+    if model:
+        overrides["model.path"] = model
     node_cmd = [sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args",
-                "--params-file", str(share_file("config/oryx.yaml")), "--params-file", str(camera_params),
-                "-p", f"model.path:={model}", "-p", "description.period_s:=2.0", "-p", "description.window_s:=60.0",
-                "-p", "buffer.max_rate_hz:=0.0", "-p", "ask.max_new_tokens:=24", "-p", "description.max_new_tokens:=16"]
+                "--params-file", str(share_file("config/oryx.yaml")), "--params-file", str(camera_params)]
+    for name, value in overrides.items():
+        node_cmd += ["-p", f"{name}:={value}"]
     print(" ".join(node_cmd[1:]), f"(ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']})")
     node_process = subprocess.Popen(node_cmd, env=env)
     exit_code = 1
@@ -100,7 +124,8 @@ def run_demo(model: str) -> int:
             print(f"node ready after {time.monotonic() - started:.1f} s")
 
             _section("replay")
-            replay_cmd = [sys.executable, "-m", "oryx_ros.ros.replay", str(bag), "--wait-subscribers", "1"]
+            replay_cmd = [sys.executable, "-m", "oryx_ros.ros.replay", str(bag), "--wait-subscribers", "1",
+                          "--topics", *topics]
             print(" ".join(replay_cmd[1:]))
             subprocess.run(replay_cmd, env=env, check=True)
 

@@ -13,8 +13,10 @@ buffer's lock. Bounds and drop policies, each counted by reason (``drop_counts()
   rate) so sets stay complete;
 - ``duplicate``: a second frame with the same camera and stamp is skipped;
 - ``too_old``: a frame older than newest − window (a late arrival) is skipped;
-- ``time_jump``: a stamp older than the newest by more than ``time_jump_threshold_ns`` (looping bag,
-  sim-time reset) clears the whole buffer first; the frames cleared are counted under this reason;
+- ``time_jump``: a stamp older than the newest stored stamp of the same camera by more than
+  ``time_jump_threshold_ns`` (looping bag, sim-time reset) clears the whole buffer first; the frames
+  cleared are counted under this reason. Per camera, so a camera whose clock runs seconds behind the
+  others does not clear the buffer with every frame;
 - ``evicted_window``: stored frames that fall out of the window as time advances;
 - ``evicted_memory``: over the byte budget, the camera holding the most bytes loses its oldest frame,
   repeatedly, so every camera keeps a fair share of the budget;
@@ -187,8 +189,9 @@ class FrameBuffer:
             rate_cap_hz: stored frames per second per camera (one value for all, a dict per camera, with
                 cameras not in the dict uncapped); None = no cap.
             max_pixels: largest stored image area in pixels.
-            time_jump_threshold_ns: a stamp this much older than the newest clears the buffer (a bag
-                loop or sim-time reset); None = never. Out-of-order stamps within it are inserted in order.
+            time_jump_threshold_ns: a stamp this much older than the newest of its camera clears the
+                buffer (a bag loop or sim-time reset); None = never. Out-of-order stamps within it are
+                inserted in order.
         """
         if memory_budget_bytes <= 0:
             raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
@@ -244,7 +247,8 @@ class FrameBuffer:
             raise ValueError(f"a frame set holds one frame per camera, got cameras {cameras}")
         stamp_ns = max(frame.stamp_ns for frame in members)
         with self._lock:
-            self._check_time_jump(stamp_ns, cameras[0])
+            for frame in members:
+                self._check_time_jump(frame.stamp_ns, frame.camera)
             interval = max(self._min_interval_ns(camera) for camera in cameras)
             gap = self._nearest_set_gap_ns(stamp_ns)
             if interval and gap is not None and gap < interval:
@@ -397,7 +401,7 @@ class FrameBuffer:
         return min(gaps) if gaps else None
 
     def _check_time_jump(self, stamp_ns: int, camera: str) -> None:
-        newest = self._newest_stamp_ns()
+        newest = self._newest_stamp_ns(camera)
         if self.time_jump_threshold_ns is None or newest is None:
             return
         if stamp_ns < newest - self.time_jump_threshold_ns:

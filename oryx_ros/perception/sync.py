@@ -101,8 +101,9 @@ class SynchronizerBase(Generic[ItemT]):
                 camera by more than this (or, with ``clock``, whose last item arrived longer ago than
                 this in clock time) is dead and left out of matching. None disables the fallback.
             clock: optional wall clock in ns (e.g. ``time.monotonic_ns``) for the arrival-time test.
-            time_jump_threshold_ns: an arriving stamp older than the newest stamp by more than this is a
-                backwards time jump (looping bag, sim reset): all queues and stamps are cleared first.
+            time_jump_threshold_ns: an arriving stamp older than its camera's newest stamp by more than
+                this is a backwards time jump (looping bag, sim reset): all queues and stamps are cleared
+                first.
                 None disables the check (message_filters behaviour).
         """
         names = list(cameras)
@@ -211,7 +212,8 @@ class SynchronizerBase(Generic[ItemT]):
         return max(stamps) if stamps else None
 
     def _check_time_jump(self, camera: str, stamp_ns: int) -> None:
-        newest = self._newest_stamp_ns()
+        # Against the camera's own newest stamp: a camera whose clock lags the others is no jump.
+        newest = self._last_stamp_ns[camera]
         if self.time_jump_threshold_ns is None or newest is None:
             return
         if stamp_ns < newest - self.time_jump_threshold_ns:

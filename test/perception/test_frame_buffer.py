@@ -102,6 +102,14 @@ def test_backwards_time_jump_clears_the_buffer() -> None:
     assert buffer.drop_counts()["time_jump"] == 11 and buffer.latest_stamp_ns() == 1 * S
 
 
+def test_a_camera_with_a_lagging_clock_is_not_a_time_jump() -> None:
+    buffer = FrameBuffer(time_jump_threshold_ns=3 * S, window_ns=None)
+    for i in range(5):  # camera "usb" stamps with its own clock, 10 s behind
+        buffer.add(_frame("a", 100 * S + i * S))
+        buffer.add(_frame("usb", 90 * S + i * S))
+    assert len(buffer) == 10 and buffer.time_jumps == 0
+
+
 def test_fit_to_max_pixels_keeps_aspect_under_the_area() -> None:
     assert fit_to_max_pixels(1280, 720) == (1280, 720)
     for width, height in [(4000, 3000), (3840, 2160), (1537, 1537), (10000, 10)]:

@@ -124,6 +124,14 @@ def test_backwards_time_jump_clears_queues() -> None:
     assert stats.last_stamp_ns == {"a": 0, "b": 0}
 
 
+def test_a_camera_with_a_lagging_clock_does_not_reset_the_queues() -> None:
+    sync = ApproximateTimeSynchronizer(["a", "usb"], queue_size=10, slop_ns=20 * MS, time_jump_threshold_ns=1000 * MS)
+    feed(sync, [("a", 10_000 * MS + i * 100 * MS, 0) for i in range(3)])
+    feed(sync, [("usb", 5_000 * MS + i * 100 * MS, 0) for i in range(3)])  # its own clock, 5 s behind
+    stats = sync.stats()
+    assert stats.time_jumps == 0 and stats.queued == {"a": 3, "usb": 3}
+
+
 def test_exact_synchronizer_needs_identical_stamps() -> None:
     sync = ExactTimeSynchronizer(["a", "b"], queue_size=5)
     assert len(feed(sync, [("a", 5, 0), ("b", 5, 0)])) == 1
