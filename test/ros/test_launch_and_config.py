@@ -67,3 +67,10 @@ def test_launch_file_overrides_only_declared_parameters_and_declares_its_argumen
                    for kw in call.keywords if kw.arg == "executable"}
     for executable in executables:
         assert (REPO / "nodes" / executable).exists(), executable
+
+
+def test_readme_documents_every_parameter() -> None:
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in [*PARAMETERS, *(f"cameras.<name>.{k}" for k in CAMERA_PARAMETERS)]
+               if f"`{name}`" not in readme]
+    assert not missing, f"README.md does not document {missing}"
