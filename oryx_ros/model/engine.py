@@ -157,18 +157,20 @@ class OryxEngine:
         allow_pickle: bool = False,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         vit_path: str | Path | None = None,
+        progress: bool = True,
         **engine_kwargs: Any,
     ) -> OryxEngine:
         """Load a checkpoint directory with :func:`~.loading.load_oryx` and wrap it.
 
         ``dtype`` defaults to float32 on CPU and bfloat16 elsewhere (the official inference dtype);
-        ``vit_path`` names a separate Oryx-ViT weights file. ``engine_kwargs`` go to the constructor
+        ``vit_path`` names a separate Oryx-ViT weights file. ``progress`` logs each shard as it loads (INFO).
+        ``engine_kwargs`` go to the constructor
         (``prompt_layout``, ``system_prompt``, ``policy``, ``default_max_new_tokens``, ``max_context``).
         """
         if dtype is None:
             dtype = torch.float32 if torch.device(device).type == "cpu" and device_map is None else torch.bfloat16
         loaded = load_oryx(path, device=device, dtype=dtype, attn_implementation=attn_implementation,
-                           device_map=device_map, vit_path=vit_path, allow_pickle=allow_pickle, progress=False)
+                           device_map=device_map, vit_path=vit_path, allow_pickle=allow_pickle, progress=progress)
         return cls(loaded, cache_bytes=cache_bytes, **engine_kwargs)
 
     # ------------------------------------------------------------------ properties

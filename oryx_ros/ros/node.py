@@ -10,6 +10,7 @@ Threads and callback groups (MultiThreadedExecutor):
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -78,6 +79,23 @@ def ns_to_stamp(stamp_ns: int) -> Time:
     return Time(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
 
 
+class RosLogHandler(logging.Handler):
+    """Sends the ``oryx_ros`` Python loggers (model loading progress, spatial notes) to the node's log."""
+
+    def __init__(self, ros_logger: Any) -> None:
+        super().__init__(logging.INFO)
+        self.ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = f"[{record.name}] {record.getMessage()}"
+        if record.levelno >= logging.ERROR:
+            self.ros_logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self.ros_logger.warning(message)
+        else:
+            self.ros_logger.info(message)
+
+
 class OryxCore:
     """Everything the plain and the lifecycle node share; lives on a node, created in stages.
 
@@ -106,6 +124,10 @@ class OryxCore:
         self.action_group = ReentrantCallbackGroup()
         self.timer_group = MutuallyExclusiveCallbackGroup()
         node.add_on_set_parameters_callback(self._validate_parameter_change)
+        package_logger = logging.getLogger("oryx_ros")
+        package_logger.setLevel(logging.INFO)
+        if not any(isinstance(h, RosLogHandler) for h in package_logger.handlers):
+            package_logger.addHandler(RosLogHandler(self.log))
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def configure(self) -> None:
