@@ -8,7 +8,7 @@ ORYX_ROS_VENV=${ORYX_ROS_VENV:-$ORYX_ROS_HOME/venv}
 ORYX_ROS_WS=$ORYX_ROS_HOME/ws-$(printf %s "$ORYX_ROS_REPO" | sha1sum | cut -c1-10)
 _site=$(ls -d "$ORYX_ROS_WS"/install/oryx_ros/lib/python3*/site-packages 2>/dev/null | head -1 || true)
 export ORYX_ROS_REPO ORYX_ROS_HOME ORYX_ROS_VENV ORYX_ROS_WS
-export PATH="$ORYX_ROS_VENV/bin:$PATH"
+export PATH="$ORYX_ROS_REPO/scripts/bin:$ORYX_ROS_VENV/bin:$PATH"
 export PYTHONPATH="$ORYX_ROS_REPO${_site:+:$_site}${PYTHONPATH:+:$PYTHONPATH}"
 export LD_LIBRARY_PATH="$ORYX_ROS_WS/install/oryx_ros/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export AMENT_PREFIX_PATH="$ORYX_ROS_WS/install/oryx_ros:$ORYX_ROS_VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"

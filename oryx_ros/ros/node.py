@@ -364,7 +364,9 @@ class OryxCore:
                                     max_frames=max_frames, on_token=on_token, cancel=cancelled)
         outcome = self._outcome(result, CancelToken())
         relations = list(scene.relations) + self.spatial.model_relations(result.text, scene)
-        outcome.scene = scene_graph_message(header, scene.objects, relations)
+        # Positions are in the scene's common frame: the base frame, or the world frame with a pose topic.
+        outcome.scene = scene_graph_message(Header(stamp=header.stamp, frame_id=scene.frame_id), scene.objects,
+                                            relations)
         self._publish_scene(outcome.scene, scene)
         return outcome
 
@@ -428,9 +430,12 @@ class OryxCore:
         max_new_tokens = self._parameter("description.max_new_tokens")
         started = time.monotonic()
 
-        def job(token: CancelToken) -> Any:
-            return self.engine.answer(prompt, self._visuals(by_camera), mode=mode, max_new_tokens=max_new_tokens,
-                                      max_frames=max_frames, cancel=token)
+        with_scene = self._parameter("description.spatial") and self.spatial is not None
+
+        def job(token: CancelToken) -> tuple[Any, Any]:
+            result = self.engine.answer(prompt, self._visuals(by_camera), mode=mode, max_new_tokens=max_new_tokens,
+                                        max_frames=max_frames, cancel=token)
+            return result, self.spatial.build(by_camera) if with_scene else None
 
         try:
             future, _ = self.worker.submit(job, deadline_s=self.config.description_period_s * 3)
@@ -447,7 +452,7 @@ class OryxCore:
         if future.exception() is not None:
             self.log.warning(f"scene description failed: {future.exception()}")
             return
-        result = future.result()
+        result, scene = future.result()
         used = [frame for frames in by_camera.values() for frame in frames]
         stamps = [frame.stamp_ns for frame in used]
         message = SceneDescription(
@@ -457,6 +462,10 @@ class OryxCore:
             compression=result.compression, latency_s=time.monotonic() - started, model=self.model_name)
         self.description_pub.publish(message)
         self._last_description_s = message.latency_s
+        if scene is not None:
+            graph = scene_graph_message(Header(stamp=message.header.stamp, frame_id=scene.frame_id), scene.objects,
+                                        scene.relations, scene.available, scene.reason)
+            self._publish_scene(graph, scene)
 
     def _publish_diagnostics(self) -> None:
         now_ns = self.node.get_clock().now().nanoseconds
