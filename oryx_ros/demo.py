@@ -80,10 +80,11 @@ def _section(title: str) -> None:
 def run_demo(model: str) -> int:
     import rclpy
     from rclpy.node import Node
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 
     from oryx_ros.action import Ask as AskAction
     from oryx_ros.msg import SceneDescription
-    from oryx_ros.ros.client import call_action, call_service
+    from oryx_ros.ros.client import call_action, call_service, collect_messages
     from oryx_ros.srv import Ask
 
     env = _environment()
@@ -108,12 +109,6 @@ def run_demo(model: str) -> int:
     try:
         with rclpy.init():
             client_node = Node("oryx_demo")
-            descriptions: list[SceneDescription] = []
-            from rclpy.qos import QoSDurabilityPolicy, QoSProfile
-
-            client_node.create_subscription(
-                SceneDescription, "/oryx/scene_description", descriptions.append,
-                QoSProfile(depth=5, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
             service = client_node.create_client(Ask, "/oryx/ask")
             started = time.monotonic()
             while not service.wait_for_service(timeout_sec=1.0):
@@ -154,9 +149,9 @@ def run_demo(model: str) -> int:
             _print_answer(question, response)
 
             _section("scene description (/oryx/scene_description)")
-            deadline = time.monotonic() + 60.0
-            while not descriptions and time.monotonic() < deadline:
-                rclpy.spin_once(client_node, timeout_sec=0.1)
+            descriptions = collect_messages(
+                client_node, SceneDescription, "/oryx/scene_description",
+                QoSProfile(depth=5, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL), timeout_s=60.0)
             if descriptions:
                 d = descriptions[-1]
                 span = (d.window_end.sec + d.window_end.nanosec * 1e-9) - (d.window_start.sec + d.window_start.nanosec

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from rclpy.task import Future
 
 from oryx_ros.action import Ask as AskAction
@@ -35,6 +37,24 @@ def _spin_until_done(node: Node, future: Future, timeout_s: float) -> None:
     finally:
         executor.remove_node(node)
         executor.shutdown(timeout_sec=0)
+
+
+def collect_messages(node: Node, message_type: type, topic: str, qos: QoSProfile | int = 10,
+                     until: Callable[[list[Any]], bool] = bool, timeout_s: float = 30.0) -> list[Any]:
+    """Subscribe to ``topic`` and spin until ``until(received)`` holds or the timeout passes."""
+    received: list[Any] = []
+    subscription = node.create_subscription(message_type, topic, received.append, qos)
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(received) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown(timeout_sec=0)
+        node.destroy_subscription(subscription)
+    return received
 
 
 def call_service(node: Node, request: Ask.Request, name: str = "/oryx/ask", timeout_s: float = 600.0) -> Ask.Response:

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import rclpy
 from action_msgs.msg import GoalStatus
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 
@@ -30,7 +29,7 @@ from oryx_ros.bags.synthetic import make_test_frames
 from oryx_ros.model.preprocessing import video_frame_size
 from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
 from oryx_ros.msg import SceneDescription
-from oryx_ros.ros.client import call_action, call_service
+from oryx_ros.ros.client import call_action, call_service, collect_messages
 from oryx_ros.srv import Ask
 
 pytestmark = pytest.mark.ros
@@ -178,16 +177,8 @@ def test_action_cancel_stops_generation(client: Node) -> None:
 
 
 def test_periodic_descriptions_cover_the_window(client: Node, bag: Bag) -> None:
-    received: list[SceneDescription] = []
-    subscription = client.create_subscription(SceneDescription, "/oryx/scene_description", received.append,
-                                              QoSProfile(depth=5, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
-    executor = SingleThreadedExecutor(context=client.context)
-    executor.add_node(client)
-    deadline = time.monotonic() + 60
-    while not received and time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.1)
-    executor.remove_node(client)
-    client.destroy_subscription(subscription)
+    received = collect_messages(client, SceneDescription, "/oryx/scene_description",
+                                QoSProfile(depth=5, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL), timeout_s=60)
     assert received, "no scene description within 60 s"
     description = received[-1]
     start = description.window_start.sec * 10**9 + description.window_start.nanosec
@@ -297,15 +288,7 @@ def test_lifecycle_node_loads_on_configure_and_subscribes_on_activate(tmp_path: 
 def test_diagnostics_report_cameras_buffer_and_model(client: Node, bag: Bag) -> None:
     from diagnostic_msgs.msg import DiagnosticArray
 
-    arrays: list[DiagnosticArray] = []
-    subscription = client.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
-    executor = SingleThreadedExecutor(context=client.context)
-    executor.add_node(client)
-    deadline = time.monotonic() + 10
-    while not arrays and time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.1)
-    executor.remove_node(client)
-    client.destroy_subscription(subscription)
+    arrays = collect_messages(client, DiagnosticArray, "/diagnostics", timeout_s=10)
     assert arrays, "no /diagnostics within 10 s"
     statuses = {status.name.split(": ", 1)[1]: {kv.key: kv.value for kv in status.values}
                 for status in arrays[-1].status}
