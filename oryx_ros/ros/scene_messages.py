@@ -33,7 +33,8 @@ def scene_graph_message(header: Header, objects: Sequence[Any], relations: Seque
         graph.relations.append(SpatialRelation(
             subject_id=int(relation.subject_id), predicate=str(relation.predicate), object_id=int(relation.object_id),
             distance=float(relation.distance), confidence=float(relation.confidence), source=str(relation.source),
-            viewpoint=str(getattr(relation, "viewpoint", "") or header.frame_id)))
+            # "" stays "": the model judged such relations from the images, not in a known frame.
+            viewpoint=str(getattr(relation, "viewpoint", header.frame_id))))
     return graph
 
 

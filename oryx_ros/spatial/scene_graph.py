@@ -1,0 +1,286 @@
+"""One entry point from synchronised RGB-D frames to a 3D scene graph and coarse-correspondence marks.
+
+:func:`build_scene` fuses the views in a common frame, segments object instances, gives them stable
+ids, draws the numbered marks on every view, and computes geometric relations in the robot's base
+frame. It never invents 3D: if any frame lacks depth or intrinsics the result says so
+(``available=False`` with a ``reason``) and carries no objects, marks or relations.
+
+Frames: cameras are placed by static mounts ``T_base_from_cam`` (camera optical frame: x right, y down,
+z forward → base frame, REP 103: x forward, y left, z up). With ``T_world_from_base`` (odometry), the
+views are fused in the world frame (z up) so that frames taken while the robot moves line up, object
+positions are reported in it, and relations are computed in the base frame at the newest frame's stamp.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from oryx_ros.perception.frames import Frame
+from oryx_ros.spatial.correspondences import (
+    InstanceTracker,
+    Mark,
+    MarkParams,
+    draw_marks,
+    place_marks,
+    prominence_order,
+    select_prominent,
+)
+from oryx_ros.spatial.geometry import (
+    Pose,
+    PosedView,
+    check_pose,
+    invert_pose,
+    level_pose_of_camera,
+    transform_points,
+)
+from oryx_ros.spatial.prompting import multiview_prompt
+from oryx_ros.spatial.relations import Box, RelationParams, SceneObject, SpatialRelation, compute_relations
+from oryx_ros.spatial.segmentation import Instance, SegmentationParams, SupportPlane, segment_instances
+
+_log = logging.getLogger(__name__)
+
+
+class SceneInputError(ValueError):
+    """Inputs that cannot describe one scene (no frames, a camera without extrinsics, a missing pose)."""
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    segmentation: SegmentationParams = field(default_factory=SegmentationParams)
+    marks: MarkParams = field(default_factory=MarkParams)
+    relations: RelationParams = field(default_factory=RelationParams)
+    base_frame: str = "base_link"  # REP 103 frame of the robot; the viewpoint of left/right/front/behind
+    world_frame: str = "odom"  # REP 105 frame of T_world_from_base, when given
+    # Whose left/right/front/behind the relations use: "" = the robot base at the newest stamp, or a
+    # camera name = that camera's view levelled (see geometry.level_pose_of_camera), as in its image.
+    viewpoint_camera: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class InstanceDetail:
+    """Everything known about one object beyond its SceneObject (for debugging and visualisation)."""
+
+    id: int
+    instance: Instance  # points, colours and box in the common frame, per-view visible pixel counts
+    box_in_viewpoint: Box  # the box used for relations, in the base frame
+    marked: bool  # carries a badge in the marked views
+    prominence_rank: int  # 0 = most prominent
+
+
+@dataclass(frozen=True, eq=False)
+class SceneResult:
+    available: bool  # False when 3D was not possible; then everything below is empty
+    reason: str  # why not available ("" when available)
+    frame_id: str  # frame of SceneObject positions (world frame with odometry, else the base frame)
+    viewpoint: str  # frame of the relations' left/right/front/behind (base frame, or "<camera frame>_level")
+    objects: list[SceneObject] = field(default_factory=list)  # by id
+    relations: list[SpatialRelation] = field(default_factory=list)
+    marked_views: dict[str, npt.NDArray[np.uint8]] = field(default_factory=dict)  # view key → (H, W, 3) RGB
+    marks: dict[str, list[Mark]] = field(default_factory=dict)  # view key → badges drawn there
+    instances: list[InstanceDetail] = field(default_factory=list)  # by id
+    # view key → (H, W) int32 id of the object seen at each pixel (0 = none), for every object
+    id_images: dict[str, npt.NDArray[np.int32]] = field(default_factory=dict)
+    planes: list[SupportPlane] = field(default_factory=list)  # removed support planes (floor, table tops)
+    prompt: str = ""  # explanation of the marks to put before the question
+    counts: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def marked_ids(self) -> list[int]:
+        return [detail.id for detail in self.instances if detail.marked]
+
+
+# Hue sectors (degrees, upper bound) → colour name, for saturated colours.
+_HUE_NAMES: tuple[tuple[float, str], ...] = (
+    (15, "red"), (40, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"), (255, "blue"),
+    (290, "purple"), (340, "pink"), (360, "red"),
+)
+
+
+def colour_name(rgb: Sequence[int] | npt.NDArray[np.uint8]) -> str:
+    """A plain colour word for an RGB (0..255) mean colour, robust to shading (hue first, then value)."""
+    r, g, b = (float(c) / 255.0 for c in rgb)
+    hue, saturation, value = colorsys.rgb_to_hsv(r, g, b)
+    if value < 0.15:
+        return "black"
+    if saturation < 0.2:
+        return "white" if value > 0.8 else "grey"
+    degrees = hue * 360.0
+    name = next(name for upper, name in _HUE_NAMES if degrees < upper)
+    if name in ("orange", "red", "yellow") and value < 0.6 and saturation > 0.3 and 15 <= degrees < 50:
+        return "brown"  # dark orange is brown
+    return name
+
+
+def _view_keys(frames: Sequence[Frame]) -> list[str]:
+    """One name per frame: the camera, or camera@stamp_ns for a camera that gives several frames."""
+    cameras = [frame.camera for frame in frames]
+    repeated = {camera for camera in cameras if cameras.count(camera) > 1}
+    keys = [f"{f.camera}@{f.stamp_ns}" if f.camera in repeated else f.camera for f in frames]
+    if len(set(keys)) != len(keys):
+        raise SceneInputError(f"the same camera and stamp appear twice among the frames: {sorted(keys)}")
+    return keys
+
+
+def _world_from_base_for(
+    frame: Frame, T_world_from_base: Pose | Mapping[int, Pose] | None
+) -> Pose | None:
+    if T_world_from_base is None:
+        return None
+    if isinstance(T_world_from_base, Mapping):
+        if frame.stamp_ns not in T_world_from_base:
+            raise SceneInputError(f"no T_world_from_base for stamp {frame.stamp_ns} (camera {frame.camera!r})")
+        return check_pose(T_world_from_base[frame.stamp_ns], f"T_world_from_base[{frame.stamp_ns}]")
+    return check_pose(T_world_from_base, "T_world_from_base")
+
+
+def _viewpoint(
+    frames: Sequence[Frame],
+    views: Sequence[PosedView],
+    T_world_from_base: Pose | Mapping[int, Pose] | None,
+    params: SceneParams,
+) -> tuple[Pose, str]:
+    """(T_view_from_common, viewpoint name) for the relations (see SceneParams.viewpoint_camera)."""
+    if params.viewpoint_camera:
+        own = [(v.frame.stamp_ns, i) for i, v in enumerate(views) if v.frame.camera == params.viewpoint_camera]
+        if not own:
+            raise SceneInputError(f"viewpoint camera {params.viewpoint_camera!r} gave no frame")
+        view = views[max(own)[1]]  # its newest frame
+        name = f"{view.frame.frame_id or params.viewpoint_camera}_level"
+        return invert_pose(level_pose_of_camera(view.T_common_from_cam)), name
+    newest = max(frames, key=lambda f: f.stamp_ns)
+    T_world_from_newest_base = _world_from_base_for(newest, T_world_from_base)
+    if T_world_from_newest_base is None:
+        return np.eye(4), params.base_frame
+    return invert_pose(T_world_from_newest_base), params.base_frame
+
+
+def _box_in_viewpoint(instance: Instance, T_view_from_common: Pose) -> Box:
+    """The instance's box in the viewpoint frame: its points' extent along the viewpoint's axes, with the
+    support-snapped bottom/top carried over when the two frames share the z axis (a yawed base)."""
+    points = transform_points(T_view_from_common, instance.points_m)
+    low, high = points.min(axis=0), points.max(axis=0)
+    if abs(T_view_from_common[2, 2] - 1.0) < 1e-6:
+        low[2] = instance.bbox_min_m[2] + T_view_from_common[2, 3]
+        high[2] = instance.bbox_max_m[2] + T_view_from_common[2, 3]
+    return Box.from_corners(low, high)
+
+
+def build_scene(
+    frames: Sequence[Frame],
+    T_base_from_cam: Mapping[str, npt.ArrayLike],
+    T_world_from_base: Pose | Mapping[int, Pose] | None = None,
+    params: SceneParams | None = None,
+    tracker: InstanceTracker | None = None,
+) -> SceneResult:
+    """Objects, relations and marked views from synchronised RGB-D frames.
+
+    ``T_base_from_cam``: camera name → 4x4 static mount (camera optical frame → base frame).
+    ``T_world_from_base``: None (the robot did not move: fuse in the base frame), one 4x4 pose for all
+    frames, or a mapping stamp_ns → 4x4 pose per frame. ``tracker`` keeps ids stable between calls
+    (pass the same one every time); without it ids are 1..N in order of prominence.
+    """
+    params = params or SceneParams()
+    if not frames:
+        raise SceneInputError("build_scene needs at least one frame")
+    common_frame = params.base_frame if T_world_from_base is None else params.world_frame
+    for frame in frames:
+        inputs = (("depth", frame.depth_m), ("intrinsics", frame.intrinsics))
+        missing = [what for what, value in inputs if value is None]
+        if missing:
+            reason = f"camera {frame.camera!r} has no {' and no '.join(missing)}: 3D scene needs RGB-D with CameraInfo"
+            _log.info("scene unavailable: %s", reason)
+            return SceneResult(False, reason, common_frame, params.base_frame)
+    views: list[PosedView] = []
+    for key, frame in zip(_view_keys(frames), frames, strict=True):
+        if frame.camera not in T_base_from_cam:
+            raise SceneInputError(f"no T_base_from_cam for camera {frame.camera!r} (known: {sorted(T_base_from_cam)})")
+        T_base_from_this_cam = check_pose(T_base_from_cam[frame.camera], f"T_base_from_cam[{frame.camera!r}]")
+        T_world_from_this_base = _world_from_base_for(frame, T_world_from_base)
+        T_common_from_cam = (
+            T_base_from_this_cam if T_world_from_this_base is None else T_world_from_this_base @ T_base_from_this_cam
+        )
+        views.append(PosedView(key, frame, T_common_from_cam))
+
+    segmentation = segment_instances(views, params.segmentation)
+    timings = dict(segmentation.timings_s)
+    start = time.perf_counter()
+    instances = segmentation.instances
+    visible = [instance.visible_px for instance in instances]
+    order = prominence_order(visible)
+    tracker = tracker or InstanceTracker()
+    ids_in_order = tracker.assign(np.array([instances[i].centre_m for i in order]).reshape(-1, 3))
+    id_of = dict(zip(order, ids_in_order, strict=True))
+    marked = select_prominent(visible, params.marks.max_marks)
+    counts = dict(segmentation.counts)
+    counts["marked_objects"] = len(marked)
+    counts["visible_objects_not_marked"] = sum(1 for v in visible if v) - len(marked)  # beyond max_marks
+
+    T_view_from_common, viewpoint = _viewpoint(frames, views, T_world_from_base, params)
+    boxes = [_box_in_viewpoint(instance, T_view_from_common) for instance in instances]
+
+    id_lut = np.zeros(len(instances) + 1, dtype=np.int32)
+    for index, object_id in id_of.items():
+        id_lut[index + 1] = object_id
+    id_images = {key: id_lut[labels] for key, labels in segmentation.label_images.items()}
+    instance_to_mark = {index: id_of[index] for index in marked}
+    marks = {
+        view.key: place_marks(segmentation.label_images[view.key], instance_to_mark, params.marks) for view in views
+    }
+    marked_views = {view.key: draw_marks(view.frame.rgb, marks[view.key]) for view in views}
+    timings["marks"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    by_id = sorted(range(len(instances)), key=lambda i: id_of[i])
+    relations = compute_relations(
+        [boxes[i] for i in by_id], [id_of[i] for i in by_id], params.relations, viewpoint=viewpoint
+    )
+    timings["relations"] = time.perf_counter() - start
+
+    view_order = [view.key for view in views]
+    objects: list[SceneObject] = []
+    details: list[InstanceDetail] = []
+    rank_of = {index: rank for rank, index in enumerate(order)}
+    marked_set = set(marked)
+    for index in by_id:
+        instance = instances[index]
+        seen_in = tuple(key for key in view_order if key in instance.visible_px)
+        # Seen from more cameras and backed by more points = more likely a real, well-measured object.
+        support = min(1.0, instance.n_points / (4.0 * params.segmentation.min_instance_points))
+        confidence = 0.5 * len(seen_in) / len(views) + 0.5 * support
+        objects.append(
+            SceneObject(
+                id=id_of[index],
+                label=f"{colour_name(instance.mean_rgb)} object",
+                position=tuple(float(c) for c in instance.centre_m),
+                size=tuple(float(c) for c in instance.size_m),
+                confidence=float(confidence),
+                points=instance.n_points,
+                cameras=seen_in,
+            )
+        )
+        details.append(InstanceDetail(id_of[index], instance, boxes[index], index in marked_set, rank_of[index]))
+    marked_ids = [id_of[i] for i in marked]
+    return SceneResult(
+        available=True,
+        reason="",
+        frame_id=common_frame,
+        viewpoint=viewpoint,
+        objects=objects,
+        relations=relations,
+        marked_views=marked_views,
+        marks=marks,
+        instances=details,
+        id_images=id_images,
+        planes=segmentation.planes,
+        prompt=multiview_prompt(view_order, marked_ids),
+        counts=counts,
+        timings_s=timings,
+    )
