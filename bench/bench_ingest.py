@@ -20,7 +20,7 @@ Publish rates (``--rates``): the bag's real time (``1x``, 83 MB/s of images), a 
 "flat out" (the player never sleeps). At paced rates both receivers normally keep up, so the figure
 of merit is CPU per message; flat out, a receiver that falls behind lets the player overrun Fast DDS's
 shared-memory segment, and the samples lost there are repaired by the reliable protocol at its next
-heartbeat (seconds later), which shows up as a longer window, not as loss. Transports: the rates in
+heartbeat (Fast DDS's default period is 3 s), which shows up as a longer window, not as loss. Transports: the rates in
 ``--builtin-rates`` are measured twice, with config/fastdds_shm.xml (8 MB shared-memory segments,
 FASTDDS_DEFAULT_PROFILES_FILE) and with Fast DDS's built-in transports (512 KB segments, so
 camera-sized messages take a slower path). Absolute numbers depend on the machine and its load; the

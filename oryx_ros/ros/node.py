@@ -213,6 +213,7 @@ class OryxCore:
         import torch
 
         from oryx_ros.model.engine import OryxEngine
+        from oryx_ros.model.planner import PlanPolicy
 
         config = self.config
         path = config.model_path
@@ -228,7 +229,10 @@ class OryxCore:
         self.engine = OryxEngine.from_pretrained(
             path, device=config.model_device, dtype=getattr(torch, config.model_dtype),
             attn_implementation=config.attn_implementation, allow_pickle=config.allow_pickle,
-            cache_bytes=int(config.token_cache_megabytes * 1024 * 1024))
+            cache_bytes=int(config.token_cache_megabytes * 1024 * 1024),
+            policy=PlanPolicy(min_frames_at_4x=config.min_frames_at_4x, auto_max_frames_4x=config.max_frames_4x,
+                              auto_max_frames_16x=config.max_frames_16x),
+            max_context=config.max_context_tokens or None)
         self.model_name = self.engine.model_name
         self.log.info(f"loaded {self.model_name} on {config.model_device} ({config.model_dtype}) "
                       f"in {time.monotonic() - started:.1f} s, context {self.engine.context_limit} tokens")
@@ -364,9 +368,11 @@ class OryxCore:
                                     max_frames=max_frames, on_token=on_token, cancel=cancelled)
         outcome = self._outcome(result, CancelToken())
         relations = list(scene.relations) + self.spatial.model_relations(result.text, scene)
+        mentioned = self.spatial.mentioned_ids(result.text, scene)
         # Positions are in the scene's common frame: the base frame, or the world frame with a pose topic.
         outcome.scene = scene_graph_message(Header(stamp=header.stamp, frame_id=scene.frame_id), scene.objects,
                                             relations)
+        outcome.scene.mentioned_ids = mentioned
         self._publish_scene(outcome.scene, scene)
         return outcome
 

@@ -39,6 +39,10 @@ class NodeConfig:
     attn_implementation: str
     token_cache_megabytes: float
     allow_pickle: bool
+    min_frames_at_4x: int
+    max_frames_4x: int
+    max_frames_16x: int
+    max_context_tokens: int
     default_mode: str
     default_window_s: float
     max_new_tokens: int
@@ -97,6 +101,15 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                                                    read_only=True)),
     "model.allow_pickle": (False, _text("allow loading a pickled .pth ViT file (weights_only); off = safetensors only",
                                         read_only=True)),
+    "planner.min_frames_at_4x": (16, _int(
+        "auto mode switches a camera's clip to 16x when 4x would keep fewer frames than this", 1, 4096,
+        read_only=True)),
+    "planner.max_frames_4x": (64, _int("automatic frame cap per camera at 4x (official eval: 64)", 1, 4096,
+                                       read_only=True)),
+    "planner.max_frames_16x": (256, _int("automatic frame cap per camera at 16x", 1, 16384, read_only=True)),
+    "planner.max_context_tokens": (0, _int(
+        "lower the context below the checkpoint's tokenizer_model_max_length to bound latency (0 = checkpoint's)",
+        0, 1 << 20, read_only=True)),
     "ask.default_mode": ("auto", _text(f"mode when a request leaves it empty: {', '.join(MODES)}")),
     "ask.default_window_s": (10.0, _float("look-back window when a request gives 0, seconds", 0.01, 86400.0)),
     "ask.max_new_tokens": (128, _int("generation limit when a request gives 0", 1, 8192)),
@@ -170,6 +183,8 @@ def declare_parameters(node: Node) -> NodeConfig:
         model_path=get("model.path"), model_device=get("model.device"), model_dtype=get("model.dtype"),
         attn_implementation=get("model.attn_implementation"),
         token_cache_megabytes=get("model.token_cache_megabytes"), allow_pickle=get("model.allow_pickle"),
+        min_frames_at_4x=get("planner.min_frames_at_4x"), max_frames_4x=get("planner.max_frames_4x"),
+        max_frames_16x=get("planner.max_frames_16x"), max_context_tokens=get("planner.max_context_tokens"),
         default_mode=get("ask.default_mode"), default_window_s=get("ask.default_window_s"),
         max_new_tokens=get("ask.max_new_tokens"), queue_size=get("ask.queue_size"), deadline_s=get("ask.deadline_s"),
         description_enabled=get("description.enabled"), description_period_s=get("description.period_s"),

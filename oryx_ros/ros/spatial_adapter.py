@@ -26,7 +26,7 @@ from oryx_ros.ros.conversions import stamp_to_ns
 from oryx_ros.ros.parameters import NodeConfig
 from oryx_ros.spatial.correspondences import InstanceTracker, MarkParams
 from oryx_ros.spatial.geometry import pose_from_xyz_quat
-from oryx_ros.spatial.prompting import parse_model_relations
+from oryx_ros.spatial.prompting import parse_mentioned_ids, parse_model_relations
 from oryx_ros.spatial.relations import SpatialRelation
 from oryx_ros.spatial.scene_graph import SceneParams, SceneResult, build_scene
 
@@ -111,6 +111,10 @@ class SpatialAdapter:
     @staticmethod
     def model_relations(answer: str, scene: SceneResult) -> list[SpatialRelation]:
         return parse_model_relations(answer, scene.marked_ids).relations
+
+    @staticmethod
+    def mentioned_ids(answer: str, scene: SceneResult) -> list[int]:
+        return list(parse_mentioned_ids(answer, scene.marked_ids).ids)
 
     @staticmethod
     def marked_view_messages(scene: SceneResult, header: Header) -> list[Image]:
