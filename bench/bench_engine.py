@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_model
 
 from oryx_ros.model.engine import OryxEngine, VisualInput
 
@@ -45,7 +46,7 @@ SCENARIOS = (Scenario("1 image", 1, "auto"), Scenario("8 frames", 8, "video"), S
 
 
 def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_model()
     lines = [f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}",
              f"torch {torch.__version__}, python {platform.python_version()}, {platform.platform()}"]
     if torch.cuda.is_available():

@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from machine import cpu_model
+
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 SHM_PROFILE: Final = REPO_ROOT / "config" / "fastdds_shm.xml"
 RECEIVERS: Final = ("bare", "ingest")
@@ -289,12 +291,7 @@ def run_one(bag: Path, expected: int, transport: str, rate: float, rate_label: s
 
 
 def hardware() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
-    except OSError:
-        pass
+    model = cpu_model()
     rmw = os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)")
     return (f"CPU: {model}, {os.cpu_count()} logical cores; python {platform.python_version()}, "
             f"{platform.platform()}; RMW {rmw}")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from machine import cpu_model
 from sensor_msgs.msg import CompressedImage, Image
 
 from oryx_ros.bags.synthetic import make_test_frames
@@ -167,12 +168,7 @@ def duration(seconds: float) -> str:
 
 
 def hardware() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), model)
-    except OSError:
-        pass
+    model = cpu_model()
     return (f"CPU: {model}, {os.cpu_count()} logical cores, OpenCV {cv2.__version__} with {cv2.getNumThreads()} "
             f"threads, numpy {np.__version__}, python {platform.python_version()}")
 

@@ -25,6 +25,7 @@ import sys
 import time
 
 import numpy as np
+from machine import cpu_model
 
 from oryx_ros.spatial.evaluation import score_scene
 from oryx_ros.spatial.scene_graph import build_scene
@@ -36,12 +37,7 @@ STAGES = ("fuse", "planes", "cluster", "instances", "marks", "relations")
 def hardware() -> str:
     import open3d
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"CPU: {cpu}, {os.cpu_count()} logical cores (load average {load:.1f}), no GPU used\n"
             f"numpy {np.__version__}, open3d {open3d.__version__}, python {platform.python_version()}, "

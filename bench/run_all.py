@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from machine import cpu_model
+
 BENCH_DIR: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = BENCH_DIR.parent
 
@@ -43,18 +45,10 @@ BENCHMARKS: Final = (
               "/ config/fastdds_shm.xml."),
     Benchmark("sensor", "Sensor-side per-call costs (in process, no DDS)", "bench_sensor.py", (),
               "Each case as a ratio to a memcpy measured next to it."),
+    Benchmark("spatial", "Spatial pipeline: build_scene stages and accuracy", "bench_spatial.py",
+              ("--seeds", "3", "--repeats", "2", "--width", "320", "--height", "240"),
+              "Synthetic RGB-D scenes with ground truth; stage times and accuracy."),
 )
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_revision() -> str:
