@@ -86,12 +86,6 @@ class Harness:
         self.publisher_node.destroy_node()
 
 
-@pytest.fixture
-def context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    context.try_shutdown()
 
 
 def _header(stamp_ns: int, frame_id: str = "cam_optical") -> Header:
@@ -107,9 +101,9 @@ def _depth(stamp_ns: int, metres: float, width: int = 32, height: int = 24) -> I
                           _header(stamp_ns))
 
 
-def test_bad_messages_are_counted_throttled_and_do_not_stop_the_stream(context) -> None:
+def test_bad_messages_are_counted_throttled_and_do_not_stop_the_stream(ros_context) -> None:
     cameras = [CameraConfig.standard("raw"), CameraConfig("jpeg", "/jpeg/image_raw/compressed", compressed=True)]
-    harness = Harness(context, cameras, FrameBuffer(), warn_throttle_s=60.0)
+    harness = Harness(ros_context, cameras, FrameBuffer(), warn_throttle_s=60.0)
     try:
         for i in range(3):  # step too short, three times: one warning, the rest throttled
             bad = _image(T0 + i * MS)
@@ -147,9 +141,9 @@ def test_bad_messages_are_counted_throttled_and_do_not_stop_the_stream(context) 
         harness.close()
 
 
-def test_depth_pairs_with_colour_in_either_order_and_is_given_up_after_the_wait(context) -> None:
+def test_depth_pairs_with_colour_in_either_order_and_is_given_up_after_the_wait(ros_context) -> None:
     config = CameraConfig("rgbd", "/rgbd/image_raw", depth_topic="/rgbd/depth/image_raw")  # no CameraInfo
-    harness = Harness(context, [config], FrameBuffer(window_ns=None), depth_wait_ns=250 * MS)
+    harness = Harness(ros_context, [config], FrameBuffer(window_ns=None), depth_wait_ns=250 * MS)
     frames = lambda: harness.counters("rgbd").frames  # noqa: E731
     count = lambda name: getattr(harness.counters("rgbd"), name)  # noqa: E731
     try:
@@ -179,9 +173,9 @@ def test_depth_pairs_with_colour_in_either_order_and_is_given_up_after_the_wait(
         harness.close()
 
 
-def test_camera_info_is_awaited_cached_and_scaled_to_the_image(context) -> None:
+def test_camera_info_is_awaited_cached_and_scaled_to_the_image(ros_context) -> None:
     config = CameraConfig.standard("cam")
-    harness = Harness(context, [config], FrameBuffer())
+    harness = Harness(ros_context, [config], FrameBuffer())
     k = np.array([[64.0, 0.0, 31.5], [0.0, 64.0, 23.5], [0.0, 0.0, 1.0]])
     info = intrinsics_to_camera_info(CameraIntrinsics(64, 48, k), CameraInfo, _header(T0))
     counters = lambda: harness.counters("cam")  # noqa: E731
@@ -201,9 +195,9 @@ def test_camera_info_is_awaited_cached_and_scaled_to_the_image(context) -> None:
         harness.close()
 
 
-def test_frames_go_on_without_intrinsics_when_camera_info_never_comes(context) -> None:
+def test_frames_go_on_without_intrinsics_when_camera_info_never_comes(ros_context) -> None:
     config = CameraConfig.standard("cam")
-    harness = Harness(context, [config], FrameBuffer(), camera_info_wait_ns=300 * MS)
+    harness = Harness(ros_context, [config], FrameBuffer(), camera_info_wait_ns=300 * MS)
     try:
         for i in range(4):
             handled = lambda i=i: harness.counters("cam").images == i + 1  # noqa: E731
@@ -219,10 +213,10 @@ def test_frames_go_on_without_intrinsics_when_camera_info_never_comes(context) -
         harness.close()
 
 
-def test_a_silent_camera_leads_to_partial_sets(context) -> None:
+def test_a_silent_camera_leads_to_partial_sets(ros_context) -> None:
     cameras = [CameraConfig("left", "/left/image_raw"), CameraConfig("right", "/right/image_raw")]
     sync = ApproximateTimeSynchronizer(["left", "right"], 10, 20 * MS, dead_camera_timeout_ns=300 * MS)
-    harness = Harness(context, cameras, FrameBuffer(), synchronizer=sync)
+    harness = Harness(ros_context, cameras, FrameBuffer(), synchronizer=sync)
     try:
         for i in range(6):
             handled = lambda i=i: harness.counters("left").frames == i + 1  # noqa: E731
@@ -237,8 +231,8 @@ def test_a_silent_camera_leads_to_partial_sets(context) -> None:
         harness.close()
 
 
-def test_configuration_errors_raise(context) -> None:
-    node = Node("bad_config", context=context)
+def test_configuration_errors_raise(ros_context) -> None:
+    node = Node("bad_config", context=ros_context)
     try:
         with pytest.raises(ValueError, match="unique"):
             CameraIngest(node, [CameraConfig.standard("a"), CameraConfig.standard("a")], FrameBuffer())

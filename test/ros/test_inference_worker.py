@@ -10,6 +10,12 @@ import pytest
 from oryx_ros.ros.inference_worker import CancelToken, DeadlineExceededError, InferenceWorker, WorkerBusyError
 
 
+def spin_until_cancelled(token: CancelToken) -> str:
+    while not token():
+        time.sleep(0.001)
+    return "stopped"
+
+
 def test_jobs_run_in_order_on_one_thread() -> None:
     worker = InferenceWorker(max_queue=4)
     seen: list[tuple[int, str]] = []
@@ -41,11 +47,6 @@ def test_full_queue_is_refused_at_once_and_counted() -> None:
 def test_deadline_expires_queued_job_and_cancels_running_one() -> None:
     worker = InferenceWorker(max_queue=2)
 
-    def spin_until_cancelled(token: CancelToken) -> str:
-        while not token():
-            time.sleep(0.001)
-        return "stopped"
-
     first, _ = worker.submit(spin_until_cancelled, deadline_s=0.2)
     second, _ = worker.submit(lambda _t: "never", deadline_s=0.05)
     assert first.result(timeout=5) == "stopped"
@@ -58,14 +59,9 @@ def test_deadline_expires_queued_job_and_cancels_running_one() -> None:
 def test_explicit_cancel_and_failing_job_leave_the_worker_serving() -> None:
     worker = InferenceWorker(max_queue=2)
 
-    def spin_until_cancelled(token: CancelToken) -> str:
-        while not token():
-            time.sleep(0.001)
-        return "done"
-
     future, token = worker.submit(spin_until_cancelled)
     token.cancel()
-    assert future.result(timeout=5) == "done"
+    assert future.result(timeout=5) == "stopped"
     bad, _ = worker.submit(lambda _t: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         bad.result(timeout=5)

@@ -27,12 +27,6 @@ from oryx_ros.ros.replay import main, message_class, replay  # noqa: E402
 T0 = 1_000 * 1_000_000_000
 
 
-@pytest.fixture
-def context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    context.try_shutdown()
 
 
 def _qos(durability: QosDurability) -> Qos:
@@ -51,7 +45,7 @@ def test_message_class_imports_by_type_name() -> None:
         message_class("std_msgs/msg/NoSuchType")
 
 
-def test_replay_skips_unimportable_types_and_keeps_latched_topics_latched(tmp_path: Path, context) -> None:
+def test_replay_skips_unimportable_types_and_keeps_latched_topics_latched(tmp_path: Path, ros_context) -> None:
     typestore = get_typestore(Stores.ROS2_KILTED)
     typestore.register(get_types_from_msg("int32 value", "oryx_test_only/msg/Thing"))
     string, thing = typestore.types["std_msgs/msg/String"], typestore.types["oryx_test_only/msg/Thing"]
@@ -67,7 +61,7 @@ def test_replay_skips_unimportable_types_and_keeps_latched_topics_latched(tmp_pa
             writer.write(chatter, T0 + i, typestore.serialize_cdr(string(data=str(i)), "std_msgs/msg/String"))
             writer.write(custom, T0 + i, typestore.serialize_cdr(thing(value=i), "oryx_test_only/msg/Thing"))
 
-    node = Node("player", context=context)
+    node = Node("player", context=ros_context)
     try:
         result = replay(node, bag, rate=1000.0)
         assert result.skipped_topics == ["/thing"]
@@ -79,10 +73,10 @@ def test_replay_skips_unimportable_types_and_keeps_latched_topics_latched(tmp_pa
         assert chatter_info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
         # A subscriber that joins after playback still gets the latched message.
         received: list[str] = []
-        listener = Node("late_listener", context=context)
+        listener = Node("late_listener", context=ros_context)
         listener.create_subscription(String, "/map_name", lambda m: received.append(m.data),
                                      QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        executor = SingleThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=ros_context)
         executor.add_node(listener)
         deadline = time.monotonic() + 10
         while not received and time.monotonic() < deadline:
@@ -94,8 +88,8 @@ def test_replay_skips_unimportable_types_and_keeps_latched_topics_latched(tmp_pa
         node.destroy_node()
 
 
-def test_replay_rejects_bad_arguments(tmp_path: Path, context) -> None:
-    node = Node("player", context=context)
+def test_replay_rejects_bad_arguments(tmp_path: Path, ros_context) -> None:
+    node = Node("player", context=ros_context)
     try:
         with pytest.raises(ValueError, match="rate"):
             replay(node, tmp_path, rate=0.0)

@@ -42,12 +42,6 @@ RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=Re
 TIMEOUT_S = 40.0
 
 
-@pytest.fixture
-def ros_context():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    yield context
-    context.try_shutdown()
 
 
 def _replay_process(bag: Path, *args: str) -> subprocess.Popen[str]:
