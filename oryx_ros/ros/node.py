@@ -539,12 +539,11 @@ class OryxLifecycleNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("oryx", **kwargs)
-        self.core: OryxCore | None = None
+        self.core = OryxCore(self)  # declares the parameters, so they can be inspected and set before configure
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and create services/publishers; FAILURE (stay unconfigured) if that fails."""
         try:
-            self.core = self.core or OryxCore(self)
             self.core.configure()
         except Exception as error:
             self.get_logger().error(f"configure failed: {type(error).__name__}: {error}")
@@ -567,8 +566,7 @@ class OryxLifecycleNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.core is not None:
-            self.core.cleanup()
+        self.core.cleanup()
         return TransitionCallbackReturn.SUCCESS
 
 
@@ -577,7 +575,10 @@ def _spin(node_class: type[Node], argv: Sequence[str] | None) -> int:
     try:
         with rclpy.init(args=args):
             node = node_class()
-            executor = MultiThreadedExecutor(num_threads=6)
+            # Every queued or running request holds one thread while it waits for the model (the queue
+            # bounds them); the rest serve cameras, timers and new requests (which may be refused as busy).
+            queue_size = node.get_parameter("ask.queue_size").value if node.has_parameter("ask.queue_size") else 8
+            executor = MultiThreadedExecutor(num_threads=queue_size + 1 + 4)
             executor.add_node(node)
             try:
                 executor.spin()
