@@ -226,8 +226,11 @@ class OryxCore:
             self.log.warning("Its answers are meaningless. Set model.path to a real checkpoint (e.g. Oryx-7B).")
             self.log.warning("=" * 78)
         started = time.monotonic()
+        # "auto" spreads a 34B/32B checkpoint over all visible GPUs (accelerate placement, whole decoder layers).
+        multi_gpu = config.model_device == "auto"
         self.engine = OryxEngine.from_pretrained(
-            path, device=config.model_device, dtype=getattr(torch, config.model_dtype),
+            path, device="cuda" if multi_gpu else config.model_device, device_map="auto" if multi_gpu else None,
+            dtype=getattr(torch, config.model_dtype),
             attn_implementation=config.attn_implementation, allow_pickle=config.allow_pickle,
             cache_bytes=int(config.token_cache_megabytes * 1024 * 1024),
             policy=PlanPolicy(min_frames_at_4x=config.min_frames_at_4x, auto_max_frames_4x=config.max_frames_4x,

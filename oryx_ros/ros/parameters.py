@@ -16,7 +16,7 @@ from rclpy.node import Node
 from oryx_ros.ros.camera_ingest import CameraConfig
 
 MODES = ("auto", "image", "video", "video_long", "multiview")
-DEVICES_HINT = "cpu, cuda, cuda:N"
+DEVICES_HINT = "cpu, cuda, cuda:N, or auto (spread over all GPUs, for 34B/32B)"
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
