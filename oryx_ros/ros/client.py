@@ -28,7 +28,7 @@ def build_request(message_type: Any, args: argparse.Namespace) -> Any:
                         mode=args.mode, spatial=args.spatial, max_new_tokens=args.max_new_tokens)
 
 
-def _spin_until_done(node: Node, future: Future, timeout_s: float) -> None:
+def spin_until_done(node: Node, future: Future, timeout_s: float) -> None:
     # An executor of its own (not rclpy's global one), so several threads may each wait on a call.
     executor = SingleThreadedExecutor(context=node.context)
     executor.add_node(node)
@@ -63,7 +63,7 @@ def call_service(node: Node, request: Ask.Request, name: str = "/oryx/ask", time
         if not client.wait_for_service(timeout_sec=min(timeout_s, 60.0)):
             raise TimeoutError(f"service {name} is not available")
         future = client.call_async(request)
-        _spin_until_done(node, future, timeout_s)
+        spin_until_done(node, future, timeout_s)
         if not future.done():
             raise TimeoutError(f"no answer from {name} within {timeout_s} s")
         return future.result()
@@ -89,13 +89,13 @@ def call_action(node: Node, goal: AskAction.Goal, name: str = "/oryx/ask",
 
     try:
         send = client.send_goal_async(goal, feedback_callback=feedback)
-        _spin_until_done(node, send, 60.0)
+        spin_until_done(node, send, 60.0)
         handle = send.result()
         if handle is None or not handle.accepted:
             raise RuntimeError("the goal was rejected")
         handles.append(handle)
         result = handle.get_result_async()
-        _spin_until_done(node, result, timeout_s)
+        spin_until_done(node, result, timeout_s)
         if not result.done():
             raise TimeoutError(f"no result from {name} within {timeout_s} s")
         return result.result().status, result.result().result

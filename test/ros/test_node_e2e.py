@@ -6,6 +6,7 @@ contract: fields, counts, streaming, cancellation, periodic descriptions, errors
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from oryx_ros.bags.synthetic import make_test_frames
 from oryx_ros.model.preprocessing import video_frame_size
 from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
 from oryx_ros.msg import SceneDescription
-from oryx_ros.ros.client import call_action, call_service, collect_messages
+from oryx_ros.ros.client import call_action, call_service, collect_messages, spin_until_done
 from oryx_ros.srv import Ask
 
 pytestmark = pytest.mark.ros
@@ -230,21 +231,43 @@ def test_concurrent_asks_while_frames_stream_in(client: Node, bag: Bag) -> None:
     assert after.success and after.frames_used == len(CAMERAS) * FRAMES
 
 
-def test_lifecycle_node_loads_on_configure_and_subscribes_on_activate(tmp_path: Path, bag: Bag) -> None:
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
-
-    params = _write_params(tmp_path / "oryx.yaml")
-    env = dict(os.environ, ROS_DOMAIN_ID=str((int(os.environ["ROS_DOMAIN_ID"]) + 50) % 200 + 1))
-    process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "lifecycle-node", "--ros-args",
-                                "--params-file", str(params)], env=env, stdout=subprocess.PIPE,
+@contextlib.contextmanager
+def _node_on_its_own_domain(command: str, params: Path, domain_offset: int,
+                            extra_args: Sequence[str] = ()) -> Iterator[tuple[Node, dict[str, str]]]:
+    """A node process and a client node on a domain of their own, apart from the module's node."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str((int(os.environ["ROS_DOMAIN_ID"]) + domain_offset) % 200 + 1))
+    process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", command, "--ros-args", "--params-file",
+                                str(params), *extra_args], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     context = rclpy.Context()
     old_domain = os.environ["ROS_DOMAIN_ID"]
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     try:
         rclpy.init(context=context)
-        node = Node("lifecycle_test_client", context=context)
+        node = Node("own_domain_client", context=context)
+        yield node, env
+        node.destroy_node()
+    finally:
+        os.environ["ROS_DOMAIN_ID"] = old_domain
+        context.try_shutdown()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _replay_into(env: dict[str, str], bag: Path, *extra: str) -> None:
+    replay = subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(bag), "--wait-subscribers", "1",
+                             "--topics", *TOPICS, *extra], env=env, capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+
+
+def test_lifecycle_node_loads_on_configure_and_subscribes_on_activate(tmp_path: Path, bag: Bag) -> None:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    with _node_on_its_own_domain("lifecycle-node", _write_params(tmp_path / "oryx.yaml"), 50) as (node, env):
         change = node.create_client(ChangeState, "/oryx/change_state")
         assert change.wait_for_service(timeout_sec=60), "no lifecycle services"
         ask = node.create_client(Ask, "/oryx/ask")
@@ -252,15 +275,13 @@ def test_lifecycle_node_loads_on_configure_and_subscribes_on_activate(tmp_path: 
 
         def transition(transition_id: int) -> bool:
             future = change.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
-            rclpy.spin_until_future_complete(node, future, timeout_sec=120)
+            spin_until_done(node, future, 120)
             return future.result().success
 
         assert transition(Transition.TRANSITION_CONFIGURE)
         assert ask.wait_for_service(timeout_sec=30)
         assert transition(Transition.TRANSITION_ACTIVATE)
-        replay = subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(bag.path), "--wait-subscribers",
-                                 "1", "--topics", *TOPICS], env=env, capture_output=True, text=True, timeout=120)
-        assert replay.returncode == 0, replay.stdout + replay.stderr
+        _replay_into(env, bag.path)
         response = call_service(node, Ask.Request(question="configured?", window_s=60.0), timeout_s=120)
         assert response.success and response.frames_used == len(CAMERAS) * FRAMES, response.error
         assert transition(Transition.TRANSITION_DEACTIVATE)
@@ -274,15 +295,23 @@ def test_lifecycle_node_loads_on_configure_and_subscribes_on_activate(tmp_path: 
         while serves_ask() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not serves_ask()
-        node.destroy_node()
-    finally:
-        os.environ["ROS_DOMAIN_ID"] = old_domain
-        context.try_shutdown()
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+
+
+def test_use_sim_time_stamps_outputs_with_the_bag_clock(tmp_path: Path, bag: Bag) -> None:
+    params = _write_params(tmp_path / "oryx.yaml")
+    with _node_on_its_own_domain("node", params, 100, ["-p", "use_sim_time:=true",
+                                                       "-p", "description.period_s:=0.2"]) as (node, env):
+        assert node.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=120)
+        _replay_into(env, bag.path, "--clock", "100")
+        descriptions = collect_messages(node, SceneDescription, "/oryx/scene_description",
+                                        QoSProfile(depth=5, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL),
+                                        timeout_s=30)
+        assert descriptions, "no description: the node's timers should run on the replayed /clock"
+        stamp = descriptions[-1].header.stamp.sec * 10**9 + descriptions[-1].header.stamp.nanosec
+        # Sim time follows the bag (its stamps are from 2023), not this machine's wall clock.
+        assert bag.oldest_stamp_ns <= stamp <= bag.newest_stamp_ns + 2 * 10**9
+        response = call_service(node, Ask.Request(question="sim time?", window_s=60.0), timeout_s=120)
+        assert response.success and response.frames_used == len(CAMERAS) * FRAMES, response.error
 
 
 def test_diagnostics_report_cameras_buffer_and_model(client: Node, bag: Bag) -> None:
