@@ -26,7 +26,9 @@ DEMO_FRAMES = 8
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ORYX_ROS_CACHE", Path.home() / ".cache" / "oryx_ros"))
+    from oryx_ros.model.tiny_checkpoint import default_cache_dir
+
+    return default_cache_dir()
 
 
 def share_file(relative: str) -> Path:

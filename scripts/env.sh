@@ -8,6 +8,8 @@ ORYX_ROS_VENV=${ORYX_ROS_VENV:-$ORYX_ROS_HOME/venv}
 ORYX_ROS_WS=$ORYX_ROS_HOME/ws-$(printf %s "$ORYX_ROS_REPO" | sha1sum | cut -c1-10)
 _site=$(ls -d "$ORYX_ROS_WS"/install/oryx_ros/lib/python3*/site-packages 2>/dev/null | head -1 || true)
 export ORYX_ROS_REPO ORYX_ROS_HOME ORYX_ROS_VENV ORYX_ROS_WS
+# Generated data (tiny checkpoint, converted SmolLM2, demo scene) lives there too.
+export ORYX_ROS_CACHE=${ORYX_ROS_CACHE:-$ORYX_ROS_HOME}
 export PATH="$ORYX_ROS_REPO/scripts/bin:$ORYX_ROS_VENV/bin:$PATH"
 export PYTHONPATH="$ORYX_ROS_REPO${_site:+:$_site}${PYTHONPATH:+:$PYTHONPATH}"
 export LD_LIBRARY_PATH="$ORYX_ROS_WS/install/oryx_ros/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
