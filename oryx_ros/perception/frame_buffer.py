@@ -10,7 +10,9 @@ buffer's lock. Bounds and drop policies, each counted by reason (``drop_counts()
 - ``rate_cap``: per camera, a frame closer than 1/rate to a stored neighbour of that camera is skipped,
   less a 10 % tolerance so that stamp jitter and rounding do not halve the rate (a 30 Hz camera capped at
   10 Hz keeps every third frame); synchronised sets are capped as a whole (by their members' strictest
-  rate) so sets stay complete;
+  rate) so sets stay complete. ``rate_capped_span_ns`` tells a producer which set stamps are refused
+  before it decodes anything, and ``skip_rate_capped_set`` refuses (and counts) such a set by its
+  stamps alone;
 - ``duplicate``: a second frame with the same camera and stamp is skipped;
 - ``too_old``: a frame older than newest − window (a late arrival) is skipped;
 - ``time_jump``: a stamp older than the newest stored stamp of the same camera by more than
@@ -249,9 +251,7 @@ class FrameBuffer:
         with self._lock:
             for frame in members:
                 self._check_time_jump(frame.stamp_ns, frame.camera)
-            interval = max(self._min_interval_ns(camera) for camera in cameras)
-            gap = self._nearest_set_gap_ns(stamp_ns)
-            if interval and gap is not None and gap < interval:
+            if self._rate_capped_set(stamp_ns, cameras):
                 for camera in cameras:
                     self._count("rate_cap", camera)
                 return None
@@ -273,6 +273,27 @@ class FrameBuffer:
                 self._set_of_uid[frame.uid] = set_id
             self._enforce_bounds()
             return set_id if set_id in self._sets else None
+
+    def skip_rate_capped_set(self, stamps_ns: Mapping[str, int]) -> bool:
+        """Refuse a set by its members' stamps alone when ``add_set`` would refuse it for the rate cap.
+
+        ``stamps_ns`` maps each member camera to its frame's stamp (a SyncSet's ``stamps_ns``). When
+        ``add_set`` with such frames would refuse the set by the rate cap, the refusal is counted exactly
+        as ``add_set`` counts it and True is returned; otherwise (no cap, far enough from every stored
+        set, or a member stamp that is a backwards time jump, on which ``add_set`` would first clear the
+        buffer) nothing changes and False is returned: add the set with its frames. For callers that
+        skipped decoding the frames (see ``rate_capped_span_ns``).
+        """
+        if not stamps_ns:
+            raise ValueError("a frame set needs at least one frame")
+        with self._lock:
+            if any(self._is_time_jump(stamp, camera) for camera, stamp in stamps_ns.items()):
+                return False
+            if not self._rate_capped_set(max(stamps_ns.values()), stamps_ns):
+                return False
+            for camera in stamps_ns:
+                self._count("rate_cap", camera)
+            return True
 
     def clear(self) -> int:
         """Drop every frame and set; returns the number of frames removed (not counted as drops)."""
@@ -335,6 +356,25 @@ class FrameBuffer:
         """Newest stored stamp of ``camera`` (of any camera when None); None when empty."""
         with self._lock:
             return self._newest_stamp_ns(camera)
+
+    def rate_capped_span_ns(self, camera: str) -> tuple[int, int] | None:
+        """Set stamps the rate cap refuses for any set with ``camera`` among its members, as it stands.
+
+        Returns ``(start_ns, end_ns)``: every set stamp with ``start_ns <= stamp < end_ns`` is refused;
+        None when ``camera`` is uncapped or no set is stored. The span starts at the newest stored set
+        and lasts ``camera``'s minimum set interval: a set is capped by the strictest rate of its
+        members, so by at least this camera's, and is refused when it is closer than that to a stored
+        set. Sets added later only keep the span refused; it stops holding when its newest set leaves
+        the buffer (evicted, or cleared by a time jump), so a caller that acts on it ahead of time must
+        confirm with ``skip_rate_capped_set`` when the set is made. Older, out-of-order stamps are not
+        covered (they may be a time jump).
+        """
+        with self._lock:
+            interval = self._min_interval_ns(camera)
+            if not interval or not self._set_stamps:
+                return None
+            newest = self._set_stamps[-1][0]
+            return newest, newest + interval
 
     def camera_stats(self) -> dict[str, CameraStats]:
         with self._lock:
@@ -400,21 +440,33 @@ class FrameBuffer:
         ]
         return min(gaps) if gaps else None
 
-    def _check_time_jump(self, stamp_ns: int, camera: str) -> None:
+    def _rate_capped_set(self, stamp_ns: int, cameras: Iterable[str]) -> bool:
+        """Whether a set stamped ``stamp_ns`` with members ``cameras`` is refused by the rate cap."""
+        interval = max(self._min_interval_ns(camera) for camera in cameras)
+        gap = self._nearest_set_gap_ns(stamp_ns)
+        return bool(interval) and gap is not None and gap < interval
+
+    def _is_time_jump(self, stamp_ns: int, camera: str) -> bool:
         newest = self._newest_stamp_ns(camera)
         if self.time_jump_threshold_ns is None or newest is None:
+            return False
+        return stamp_ns < newest - self.time_jump_threshold_ns
+
+    def _check_time_jump(self, stamp_ns: int, camera: str) -> None:
+        if not self._is_time_jump(stamp_ns, camera):
             return
-        if stamp_ns < newest - self.time_jump_threshold_ns:
-            cleared: dict[str, int] = {name: len(store.stamps) for name, store in self._cameras.items()}
-            _log.warning(
-                "time jumped back %.3f s (camera %r, looping bag or sim-time reset): cleared %d frames",
-                (newest - stamp_ns) / _NS_PER_S, camera, sum(cleared.values()),
-            )
-            self._time_jumps += 1
-            for name, n in cleared.items():
-                if n:
-                    self._count("time_jump", name, n)
-            self._clear()
+        newest = self._newest_stamp_ns(camera)
+        assert newest is not None
+        cleared: dict[str, int] = {name: len(store.stamps) for name, store in self._cameras.items()}
+        _log.warning(
+            "time jumped back %.3f s (camera %r, looping bag or sim-time reset): cleared %d frames",
+            (newest - stamp_ns) / _NS_PER_S, camera, sum(cleared.values()),
+        )
+        self._time_jumps += 1
+        for name, n in cleared.items():
+            if n:
+                self._count("time_jump", name, n)
+        self._clear()
 
     def _clear(self) -> None:
         self._cameras.clear()

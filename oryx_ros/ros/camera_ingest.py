@@ -11,13 +11,19 @@ depth; before a camera's first CameraInfo its frames wait up to ``camera_info_wa
 does not order messages across topics, so the first images often beat the first CameraInfo).
 ``flush()`` releases whatever still waits (end of a bag, shutdown).
 
+Decoding is skipped for messages the buffer's rate cap is certain to refuse (a 30 fps camera into a
+2 Hz cap would otherwise decode 15 images per one it keeps): such a message goes on undecoded, through
+the same pairing and synchronizer, so every set is made exactly as before, and its set is refused by
+its stamps alone. Counted per camera as ``skipped_rate_cap``; see ``_rate_capped`` for why it is safe.
+
 A bad message never raises out of a callback: it is counted per camera and reported as a warning at
 most once per ``warn_throttle_s`` per camera and kind (with the number suppressed in between).
 ``stats()`` and ``diagnostic_status()`` give the counters for /diagnostics.
 
 Threading: the callbacks share one MutuallyExclusiveCallbackGroup by default, and the pairing,
 synchronizer and buffer hand-off also run under a lock, so a MultiThreadedExecutor or a custom
-callback group cannot interleave them. Conversion happens outside that lock.
+callback group cannot interleave them. Conversion happens outside that lock (except the rare late decode
+of a skipped message, see ``_rate_capped``).
 """
 
 from __future__ import annotations
@@ -40,7 +46,13 @@ from oryx_ros.bags.camera_bag import camera_topics
 from oryx_ros.perception.frame_buffer import FrameBuffer
 from oryx_ros.perception.frames import CameraIntrinsics, Frame
 from oryx_ros.perception.image_codec import to_depth_m, to_rgb
-from oryx_ros.perception.sync import ApproximateTimeSynchronizer, SynchronizerBase, SyncStats
+from oryx_ros.perception.sync import (
+    ApproximateTimeSynchronizer,
+    ExactTimeSynchronizer,
+    SynchronizerBase,
+    SyncSet,
+    SyncStats,
+)
 from oryx_ros.ros.conversions import (
     CameraInfoError,
     camera_info_to_intrinsics,
@@ -103,12 +115,20 @@ class CameraConfig:
 
 @dataclass
 class CameraCounters:
-    """Per-camera ingest counters (messages in, frames out, and everything that went wrong)."""
+    """Per-camera ingest counters (messages in, frames out, and everything that went wrong).
+
+    ``frames`` counts frames handed to the synchronizer, decoded or not. ``skipped_rate_cap`` counts
+    colour and depth messages not decoded on arrival because the buffer's rate cap will refuse their set;
+    ``decoded_late`` those of them decoded after all, when the set was made, because the buffer no longer
+    refused it (expected to stay 0: see ``CameraIngest._rate_capped``).
+    """
 
     images: int = 0
     depth_images: int = 0
     camera_infos: int = 0
     frames: int = 0
+    skipped_rate_cap: int = 0
+    decoded_late: int = 0
     conversion_errors: int = 0
     colour_without_depth: int = 0
     depth_unmatched: int = 0
@@ -129,15 +149,36 @@ class IngestStats:
     buffer_drops: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Undecoded:
+    """A colour or depth message left undecoded: the buffer's rate cap will refuse its set."""
+
+    msg: Any
+
+
+_Colour = npt.NDArray[np.uint8] | _Undecoded
+_Depth = npt.NDArray[np.float32] | _Undecoded
+
+
+@dataclass(frozen=True)
+class _UndecodedFrame:
+    """Goes through the synchronizer in place of a Frame when its colour or depth was not decoded."""
+
+    camera: str
+    stamp_ns: int
+    colour: _Colour
+    depth: _Depth | None
+    frame_id: str
+    intrinsics: CameraIntrinsics | None  # the camera's, not yet brought to the image size
+
+
 @dataclass
 class _Pending:
-    colour: deque[tuple[int, npt.NDArray[np.uint8], str]] = field(default_factory=deque)
-    depth: deque[tuple[int, npt.NDArray[np.float32]]] = field(default_factory=deque)
+    colour: deque[tuple[int, _Colour, str]] = field(default_factory=deque)
+    depth: deque[tuple[int, _Depth]] = field(default_factory=deque)
     newest_stamp_ns: int | None = None
     # Complete frames (stamp, rgb, frame_id, depth) held until the first CameraInfo.
-    awaiting_info: deque[tuple[int, npt.NDArray[np.uint8], str, npt.NDArray[np.float32] | None]] = field(
-        default_factory=deque
-    )
+    awaiting_info: deque[tuple[int, _Colour, str, _Depth | None]] = field(default_factory=deque)
     info_given_up: bool = False
 
 
@@ -159,6 +200,7 @@ class CameraIngest:
         camera_info_wait_ns: int = DEFAULT_CAMERA_INFO_WAIT_NS,
         warn_throttle_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        skip_rate_capped: bool = True,
     ) -> None:
         """
         Args:
@@ -177,6 +219,8 @@ class CameraIngest:
                 for its first CameraInfo before they go on without intrinsics.
             warn_throttle_s: at most one warning per camera and kind in this many seconds.
             clock: monotonic seconds, for warning throttling.
+            skip_rate_capped: leave undecoded the messages whose set the buffer's rate cap will refuse
+                (no effect without a cap); False decodes every message (the stored sets are the same).
         """
         names = [camera.name for camera in cameras]
         if not names:
@@ -187,7 +231,8 @@ class CameraIngest:
         self._logger = node.get_logger()
         self._configs = {camera.name: camera for camera in cameras}
         self._buffer = buffer
-        self._sync: SynchronizerBase[Frame] = synchronizer or ApproximateTimeSynchronizer(
+        # Items are Frames, or _UndecodedFrames for messages left undecoded (see _rate_capped).
+        self._sync: SynchronizerBase[Any] = synchronizer or ApproximateTimeSynchronizer(
             names, DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_NS,
             dead_camera_timeout_ns=DEFAULT_DEAD_CAMERA_TIMEOUT_NS,
             time_jump_threshold_ns=buffer.time_jump_threshold_ns,
@@ -199,6 +244,8 @@ class CameraIngest:
         self._camera_info_wait_ns = int(camera_info_wait_ns)
         self._warn_throttle_s = float(warn_throttle_s)
         self._clock = clock
+        self._skip_rate_capped = bool(skip_rate_capped)
+        self._max_set_lead_ns = _max_set_lead_ns(self._sync)
         self._lock = threading.Lock()
         self._counters = {name: CameraCounters() for name in names}
         self._intrinsics: dict[str, CameraIntrinsics | None] = dict.fromkeys(names)
@@ -236,7 +283,7 @@ class CameraIngest:
         return tuple(self._configs)
 
     @property
-    def synchronizer(self) -> SynchronizerBase[Frame]:
+    def synchronizer(self) -> SynchronizerBase[Any]:
         return self._sync
 
     def flush(self) -> None:
@@ -328,9 +375,11 @@ class CameraIngest:
 
     def _on_image(self, camera: str, msg: Any) -> None:
         stamp_ns = header_stamp_ns(msg)
+        skip = self._rate_capped(camera, stamp_ns, pairing_slop_ns=0)
         with self._lock:
             self._counters[camera].images += 1
-        rgb = to_rgb(msg)
+            self._counters[camera].skipped_rate_cap += int(skip)
+        rgb: _Colour = _Undecoded(msg) if skip else to_rgb(msg)
         config = self._configs[camera]
         frame_id = config.frame_id if config.frame_id is not None else str(msg.header.frame_id)
         with self._lock:
@@ -350,9 +399,12 @@ class CameraIngest:
 
     def _on_depth(self, camera: str, msg: Any) -> None:
         stamp_ns = header_stamp_ns(msg)
+        # Depth pairs with colour up to depth_slop away, and the frame takes the colour's stamp.
+        skip = self._rate_capped(camera, stamp_ns, pairing_slop_ns=self._depth_slop_ns)
         with self._lock:
             self._counters[camera].depth_images += 1
-        depth_m = to_depth_m(msg)
+            self._counters[camera].skipped_rate_cap += int(skip)
+        depth_m: _Depth = _Undecoded(msg) if skip else to_depth_m(msg)
         with self._lock:
             pending = self._pending[camera]
             self._advance(camera, stamp_ns)
@@ -375,11 +427,33 @@ class CameraIngest:
                 pending.depth.popleft()
                 self._counters[camera].depth_unmatched += 1
 
+    def _rate_capped(self, camera: str, stamp_ns: int, *, pairing_slop_ns: int) -> bool:
+        """Whether every set a message of ``camera`` stamped ``stamp_ns`` can end up in is certain to be
+        refused by the buffer's rate cap, so that decoding it would be wasted.
+
+        Why it is safe: a set's stamp is its newest member's (sync.SyncSet.stamp_ns) and the
+        synchronizer groups stamps less than its slop apart, so a frame stamped t lands in a set stamped
+        t .. t + _max_set_lead_ns (a depth image becomes part of a colour frame up to ``pairing_slop_ns``
+        away). When all of that lies in ``FrameBuffer.rate_capped_span_ns`` (newest stored set + the
+        camera's minimum interval; a set is capped by its strictest member), ``add_set`` would refuse the
+        set. The message still goes on, undecoded, so pairing and matching are exactly as with decoding,
+        and when its set is made ``_store`` has the buffer confirm the refusal by stamps alone
+        (``skip_rate_capped_set``, counted as ``add_set`` counts it). Should the buffer no longer refuse
+        it (the newest set evicted or cleared meanwhile), the message is decoded then (``decoded_late``):
+        no set that would have been stored is lost. Never without a cap (the span is None). Not caught:
+        a malformed message skipped this way, since it is never decoded.
+        """
+        if not self._skip_rate_capped or self._max_set_lead_ns is None:
+            return False
+        span = self._buffer.rate_capped_span_ns(camera)
+        if span is None:
+            return False
+        start_ns, end_ns = span
+        return start_ns <= stamp_ns - pairing_slop_ns and stamp_ns + pairing_slop_ns + self._max_set_lead_ns < end_ns
+
     # --- internals (lock held) --------------------------------------------------------------------
 
-    def _take_nearest(
-        self, queue: deque[tuple[int, npt.NDArray[np.float32]]], stamp_ns: int
-    ) -> npt.NDArray[np.float32] | None:
+    def _take_nearest(self, queue: deque[tuple[int, _Depth]], stamp_ns: int) -> _Depth | None:
         best = None
         for index, (stamp, _) in enumerate(queue):
             gap = abs(stamp - stamp_ns)
@@ -410,10 +484,7 @@ class CameraIngest:
             pending.depth.popleft()
             counters.depth_unmatched += 1
 
-    def _emit(
-        self, camera: str, stamp_ns: int, rgb: npt.NDArray[np.uint8], frame_id: str,
-        depth_m: npt.NDArray[np.float32] | None,
-    ) -> None:
+    def _emit(self, camera: str, stamp_ns: int, rgb: _Colour, frame_id: str, depth_m: _Depth | None) -> None:
         """A complete colour (+ depth) frame: on to the synchronizer, or held for the first CameraInfo."""
         pending = self._pending[camera]
         waits_for_info = (
@@ -437,33 +508,60 @@ class CameraIngest:
             while pending.awaiting_info:
                 self._finish(camera, *pending.awaiting_info.popleft())
 
-    def _finish(
-        self, camera: str, stamp_ns: int, rgb: npt.NDArray[np.uint8], frame_id: str,
-        depth_m: npt.NDArray[np.float32] | None,
-    ) -> None:
+    def _finish(self, camera: str, stamp_ns: int, rgb: _Colour, frame_id: str, depth_m: _Depth | None) -> None:
         counters = self._counters[camera]
-        height, width = rgb.shape[:2]
-        try:
-            if depth_m is not None:
-                depth_m = depth_to_colour_size(depth_m, width, height)
-            intrinsics = self._intrinsics[camera]
-            if intrinsics is not None:
-                intrinsics = intrinsics_for_size(intrinsics, width, height)
-        except ValueError as err:
-            self._record_error(camera, "pairing", err, locked=True)
-            return
+        intrinsics = self._intrinsics[camera]
+        item: Frame | _UndecodedFrame
+        if isinstance(rgb, _Undecoded) or isinstance(depth_m, _Undecoded):
+            item = _UndecodedFrame(camera, stamp_ns, rgb, depth_m, frame_id, intrinsics)
+        else:
+            try:
+                item = _frame(camera, stamp_ns, rgb, frame_id, depth_m, intrinsics)
+            except ValueError as err:
+                self._record_error(camera, "pairing", err, locked=True)
+                return
         if intrinsics is None:
             counters.frames_without_camera_info += 1
         counters.frames += 1
         counters.last_stamp_ns = stamp_ns
-        frame = Frame(camera=camera, stamp_ns=stamp_ns, rgb=rgb, depth_m=depth_m, intrinsics=intrinsics,
-                      frame_id=frame_id)
-        for sync_set in self._sync.add(camera, stamp_ns, frame):
-            set_id = self._buffer.add_set(sync_set.items.values(), missing=sync_set.missing)
-            if set_id is None:
+        for sync_set in self._sync.add(camera, stamp_ns, item):
+            self._store(sync_set)
+
+    def _store(self, sync_set: SyncSet[Frame | _UndecodedFrame]) -> None:
+        """Hand a set to the buffer; one with undecoded members is refused by its stamps alone."""
+        items, missing = dict(sync_set.items), sync_set.missing
+        if any(isinstance(item, _UndecodedFrame) for item in items.values()):
+            if self._buffer.skip_rate_capped_set(sync_set.stamps_ns):
                 self._sets_skipped += 1
-            else:
-                self._sets_stored += 1
+                return
+            for camera, item in list(items.items()):  # the buffer would store it after all: decode now
+                if isinstance(item, _UndecodedFrame):
+                    frame = self._decode_late(item)
+                    if frame is None:
+                        del items[camera]
+                        missing += (camera,)
+                    else:
+                        items[camera] = frame
+            if not items:
+                return
+        set_id = self._buffer.add_set(items.values(), missing=missing)
+        if set_id is None:
+            self._sets_skipped += 1
+        else:
+            self._sets_stored += 1
+
+    def _decode_late(self, item: _UndecodedFrame) -> Frame | None:
+        """Decode what was left undecoded (under the lock: rare, see _rate_capped); None on bad input."""
+        parts = (item.colour, item.depth)
+        try:
+            rgb = to_rgb(item.colour.msg) if isinstance(item.colour, _Undecoded) else item.colour
+            depth_m = to_depth_m(item.depth.msg) if isinstance(item.depth, _Undecoded) else item.depth
+            frame = _frame(item.camera, item.stamp_ns, rgb, item.frame_id, depth_m, item.intrinsics)
+        except Exception as err:  # bad input surfaces here instead of in the callback: same handling
+            self._record_error(item.camera, "image", err, unexpected=not isinstance(err, ValueError), locked=True)
+            return None
+        self._counters[item.camera].decoded_late += sum(isinstance(part, _Undecoded) for part in parts)
+        return frame
 
     def _record_error(
         self, camera: str, kind: str, err: BaseException, *, unexpected: bool = False, locked: bool = False,
@@ -498,3 +596,25 @@ class CameraIngest:
             self._logger.error(text)
         else:
             self._logger.warning(text)
+
+
+def _frame(
+    camera: str, stamp_ns: int, rgb: npt.NDArray[np.uint8], frame_id: str, depth_m: npt.NDArray[np.float32] | None,
+    intrinsics: CameraIntrinsics | None,
+) -> Frame:
+    """The Frame, with depth and intrinsics brought to the image size (ValueError when they do not fit)."""
+    height, width = rgb.shape[:2]
+    if depth_m is not None:
+        depth_m = depth_to_colour_size(depth_m, width, height)
+    if intrinsics is not None:
+        intrinsics = intrinsics_for_size(intrinsics, width, height)
+    return Frame(camera=camera, stamp_ns=stamp_ns, rgb=rgb, depth_m=depth_m, intrinsics=intrinsics, frame_id=frame_id)
+
+
+def _max_set_lead_ns(synchronizer: SynchronizerBase[Any]) -> int | None:
+    """Most a set's stamp (its newest member's) can exceed a member's stamp; None when not known."""
+    if len(synchronizer.cameras) == 1 or isinstance(synchronizer, ExactTimeSynchronizer):
+        return 0
+    if isinstance(synchronizer, ApproximateTimeSynchronizer):
+        return synchronizer.slop_ns - 1  # a set's stamps span strictly less than the slop
+    return None

@@ -1,5 +1,6 @@
 """FrameBuffer: memory budget (fair across cameras), rate cap, window, out-of-order, duplicates, time
-jumps, downscaling with intrinsics, query order, synchronised sets and a concurrency smoke test."""
+jumps, downscaling with intrinsics, query order, synchronised sets, the rate-capped span and refusing a
+set by its stamps, and a concurrency smoke test."""
 
 from __future__ import annotations
 
@@ -244,3 +245,53 @@ def test_concurrent_adds_and_queries_keep_the_buffer_consistent() -> None:
     assert not errors, errors
     assert buffer.total_bytes() == sum(f.nbytes for f in buffer.query()) <= 50 * FRAME_BYTES
     assert sum(s.count for s in buffer.camera_stats().values()) == len(buffer)
+
+
+def _capped_buffer() -> FrameBuffer:
+    """a capped at 5 Hz (180 ms with the tolerance), b at 10 Hz (90 ms), c uncapped; one set at 1002 ms."""
+    buffer = FrameBuffer(rate_cap_hz={"a": 5.0, "b": 10.0}, window_ns=None, time_jump_threshold_ns=3 * S)
+    assert buffer.rate_capped_span_ns("a") is None  # no set yet
+    assert buffer.add_set([_frame("a", 1000 * MS), _frame("b", 1002 * MS), _frame("c", 990 * MS)]) is not None
+    return buffer
+
+
+def test_rate_capped_span_is_exactly_what_add_set_refuses() -> None:
+    buffer = _capped_buffer()
+    assert buffer.rate_capped_span_ns("a") == (1002 * MS, 1182 * MS)
+    assert buffer.rate_capped_span_ns("b") == (1002 * MS, 1092 * MS)
+    assert buffer.rate_capped_span_ns("c") is None  # uncapped
+    # Whatever the other members, a set with "a" stamped inside the span is refused, and one at its end
+    # is not (a b-only set is, up to b's shorter span).
+    for members, stamp_ns, refused in [
+        ("a", 1002 * MS, True), ("ac", 1182 * MS - 1, True), ("abc", 1182 * MS - 1, True),
+        ("a", 1182 * MS, False), ("b", 1092 * MS - 1, True), ("bc", 1092 * MS, False),
+    ]:
+        stamps = {camera: stamp_ns - i * MS for i, camera in enumerate(members)}  # the newest is the stamp
+        assert _capped_buffer().skip_rate_capped_set(stamps) is refused
+        fresh = _capped_buffer()
+        assert (fresh.add_set([_frame(c, t) for c, t in stamps.items()]) is None) is refused
+    # Refusing by stamps counts as add_set counts, and stores nothing.
+    by_stamps, by_frames = _capped_buffer(), _capped_buffer()
+    stamps = {"a": 1100 * MS, "b": 1105 * MS}
+    assert by_stamps.skip_rate_capped_set(stamps)
+    assert by_frames.add_set([_frame(c, t) for c, t in stamps.items()]) is None
+    for camera in "abc":
+        assert by_stamps.drop_counts(camera) == by_frames.drop_counts(camera)
+    assert by_stamps.drop_counts("a")["rate_cap"] == 1 and len(by_stamps) == len(by_frames) == 3
+    # A later set moves the span on; with nothing stored there is none.
+    buffer.add_set([_frame("a", 1300 * MS)])
+    assert buffer.rate_capped_span_ns("a") == (1300 * MS, 1480 * MS)
+    buffer.clear()
+    assert buffer.rate_capped_span_ns("a") is None
+
+
+def test_skip_rate_capped_set_leaves_time_jumps_to_add_set() -> None:
+    buffer = _capped_buffer()
+    # A stamp 4 s behind a's newest (the bag looped): add_set would clear the buffer and store the set,
+    # so it is not refused by stamps, and the buffer is left as it was.
+    buffer.add_set([_frame("a", 5 * S)])
+    assert not buffer.skip_rate_capped_set({"a": 1002 * MS})
+    assert buffer.set_count() == 2 and buffer.time_jumps == 0 and buffer.drop_counts()["rate_cap"] == 0
+    assert buffer.add_set([_frame("a", 1002 * MS)]) is not None and buffer.time_jumps == 1
+    with pytest.raises(ValueError, match="at least one"):
+        buffer.skip_rate_capped_set({})

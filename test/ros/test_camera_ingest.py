@@ -1,6 +1,7 @@
 """CameraIngest in one process over real Fast DDS: bad messages are counted and throttled, depth pairs
 with colour in either order (or is given up on), CameraInfo is cached and scaled, dead cameras give
-partial sets. Messages are published one at a time and the test waits for each to be handled."""
+partial sets, messages the rate cap will refuse are not decoded (and the same sets are stored).
+Messages are published one at a time and the test waits for each to be handled."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from oryx_ros.perception.frame_buffer import FrameBuffer  # noqa: E402
 from oryx_ros.perception.frames import CameraIntrinsics  # noqa: E402
 from oryx_ros.perception.image_codec import numpy_to_image  # noqa: E402
 from oryx_ros.perception.sync import ApproximateTimeSynchronizer  # noqa: E402
+from oryx_ros.ros import camera_ingest  # noqa: E402
 from oryx_ros.ros.camera_ingest import CameraConfig, CameraIngest  # noqa: E402
 from oryx_ros.ros.conversions import intrinsics_to_camera_info, ns_to_stamp  # noqa: E402
 
@@ -227,6 +229,103 @@ def test_a_silent_camera_leads_to_partial_sets(ros_context) -> None:
         assert all(s.missing == ("right",) and set(s.frames) == {"left"} for s in sets)
         level, message, _ = harness.ingest.diagnostic_status()
         assert level == 1 and "dead cameras: right" in message
+    finally:
+        harness.close()
+
+
+def _jpeg(stamp_ns: int, value: int) -> CompressedImage:
+    msg = CompressedImage(header=_header(stamp_ns), format="jpeg")
+    msg.data = cv2.imencode(".jpg", np.full((24, 32, 3), value, np.uint8))[1].tobytes()
+    return msg
+
+
+def _stored_sets(buffer: FrameBuffer) -> list[tuple]:
+    """Everything the buffer holds, comparable between runs (frame uids aside)."""
+    return [
+        (s.stamp_ns, s.missing, sorted(
+            (name, f.stamp_ns, f.rgb.tobytes(), None if f.depth_m is None else f.depth_m.tobytes())
+            for name, f in s.frames.items()
+        ))
+        for s in buffer.query_sets()
+    ]
+
+
+def _decode_spy(monkeypatch) -> list[int]:
+    """Counts real colour and depth decodes by the ingest."""
+    calls: list[int] = []
+    for name in ("to_rgb", "to_depth_m"):
+        real = getattr(camera_ingest, name)
+        monkeypatch.setattr(camera_ingest, name, lambda msg, real=real: calls.append(1) or real(msg))
+    return calls
+
+
+def _stream_30fps_into_a_5hz_cap(ros_context, skip: bool, decodes: list[int]) -> tuple:
+    """1 s at 30 fps: "left" raw colour + registered depth (depth before or after its colour), "right"
+    JPEG 12 ms later (approximate sync, slop 20 ms), into a buffer that keeps 5 sets a second."""
+    cameras = [CameraConfig("left", "/left/image_raw", depth_topic="/left/depth/image_raw"),
+               CameraConfig("right", "/right/image_raw/compressed", compressed=True)]
+    harness = Harness(ros_context, cameras, FrameBuffer(rate_cap_hz=5.0), skip_rate_capped=skip)
+    count = lambda camera, name: getattr(harness.counters(camera), name)  # noqa: E731
+    decodes.clear()
+    try:
+        for k in range(30):
+            stamp_ns = T0 + round(k * 1e9 / 30)
+            depth = ("/left/depth/image_raw", _depth(stamp_ns, 1.0 + k / 10),
+                     lambda k=k: count("left", "depth_images") == k + 1)
+            colour = ("/left/image_raw", _image(stamp_ns, k), lambda k=k: count("left", "images") == k + 1)
+            for topic, msg, handled in (depth, colour) if k % 2 else (colour, depth):
+                harness.send(topic, msg, handled)
+            harness.send("/right/image_raw/compressed", _jpeg(stamp_ns + 12 * MS, 8 * k),
+                         lambda k=k: count("right", "images") == k + 1)
+        harness.ingest.flush()
+        return _stored_sets(harness.buffer), harness.ingest.stats(), len(decodes), harness.ingest.diagnostic_status()
+    finally:
+        harness.close()
+
+
+def test_rate_capped_messages_are_not_decoded_and_the_same_sets_are_stored(ros_context, monkeypatch) -> None:
+    decodes = _decode_spy(monkeypatch)
+    plain_sets, plain, plain_decodes, _ = _stream_30fps_into_a_5hz_cap(ros_context, False, decodes)
+    sets, stats, decoded, (_, _, diagnostics) = _stream_30fps_into_a_5hz_cap(ros_context, True, decodes)
+    assert [(stamp - T0) // MS for stamp, *_ in sets] == [12, 212, 412, 612, 812]  # every 6th: 200 ms
+    assert sets == plain_sets and stats.buffer_drops == plain.buffer_drops
+    assert (stats.sets_stored, stats.sets_skipped) == (plain.sets_stored, plain.sets_skipped) == (5, 25)
+    assert stats.sync == plain.sync
+    skipped = {name: c.skipped_rate_cap for name, c in stats.cameras.items()}
+    assert plain_decodes == 90 and all(c.skipped_rate_cap == 0 for c in plain.cameras.values())
+    assert decoded == 90 - sum(skipped.values()) and sum(skipped.values()) > 60  # most were never decoded
+    assert all(c.decoded_late == 0 and c.conversion_errors == 0 for c in stats.cameras.values())
+    assert ("left skipped_rate_cap", str(skipped["left"])) in diagnostics
+
+
+def test_a_skipped_message_is_decoded_after_all_when_the_buffer_would_store_its_set(ros_context) -> None:
+    cameras = [CameraConfig("left", "/left/image_raw"), CameraConfig("right", "/right/image_raw")]
+    harness = Harness(ros_context, cameras, FrameBuffer(rate_cap_hz=2.0))
+    count = lambda camera, name: getattr(harness.counters(camera), name)  # noqa: E731
+    try:
+        harness.send("/left/image_raw", _image(T0, 10), lambda: count("left", "frames") == 1)
+        harness.send("/right/image_raw", _image(T0, 10), lambda: count("right", "frames") == 1)
+        harness.send("/left/image_raw", _image(T0 + 100 * MS, 20), lambda: count("left", "frames") == 2)
+        assert count("left", "skipped_rate_cap") == 1  # 100 ms after the stored set: certain to be refused
+        harness.buffer.clear()  # ... until the buffer loses that set (here cleared; evicted in practice)
+        harness.send("/right/image_raw", _image(T0 + 100 * MS, 30), lambda: count("right", "frames") == 2)
+        (frame_set,) = harness.buffer.query_sets()
+        assert frame_set.stamp_ns == T0 + 100 * MS and frame_set.complete
+        assert int(frame_set.frames["left"].rgb.mean()) == 20 and int(frame_set.frames["right"].rgb.mean()) == 30
+        assert count("left", "decoded_late") == 1 and count("right", "skipped_rate_cap") == 0
+    finally:
+        harness.close()
+
+
+def test_nothing_is_skipped_without_a_rate_cap(ros_context, monkeypatch) -> None:
+    decodes = _decode_spy(monkeypatch)
+    harness = Harness(ros_context, [CameraConfig("cam", "/cam/image_raw")], FrameBuffer())
+    try:
+        for k in range(10):
+            harness.send("/cam/image_raw", _image(T0 + round(k * 1e9 / 30), k),
+                         lambda k=k: harness.counters("cam").frames == k + 1)
+        assert len(decodes) == 10 and harness.counters("cam").skipped_rate_cap == 0
+        assert len(harness.buffer.query_sets()) == 10
     finally:
         harness.close()
 
