@@ -62,9 +62,11 @@ def scene_markers(graph: SceneGraph, lifetime_s: float = 0.0) -> MarkerArray:
                    color=ColorRGBA(r=1.0, g=1.0, b=0.2, a=0.8), lifetime=lifetime)
     lines.pose.orientation.w = 1.0
     lines.scale.x = 0.01
-    for relation in graph.relations:
-        if relation.subject_id in centres and relation.object_id in centres:
-            lines.points += [centres[relation.subject_id], centres[relation.object_id]]
+    # One line per related pair: several predicates often hold between the same two objects.
+    pairs = {tuple(sorted((r.subject_id, r.object_id))) for r in graph.relations
+             if r.subject_id in centres and r.object_id in centres and r.subject_id != r.object_id}
+    for a, b in sorted(pairs):
+        lines.points += [centres[a], centres[b]]
     if lines.points:
         markers.markers.append(lines)
     return markers
