@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_READY_TIMEOUT_S = 300.0
@@ -87,6 +88,7 @@ def run_demo(model: str) -> int:
     from oryx_ros.action import Ask as AskAction
     from oryx_ros.msg import SceneDescription
     from oryx_ros.ros.client import call_action, call_service, collect_messages
+    from oryx_ros.ros.conversions import stamp_to_ns
     from oryx_ros.srv import Ask
 
     env = _environment()
@@ -156,8 +158,7 @@ def run_demo(model: str) -> int:
                 QoSProfile(depth=5, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL), timeout_s=60.0)
             if descriptions:
                 d = descriptions[-1]
-                span = (d.window_end.sec + d.window_end.nanosec * 1e-9) - (d.window_start.sec + d.window_start.nanosec
-                                                                             * 1e-9)
+                span = (stamp_to_ns(d.window_end) - stamp_to_ns(d.window_start)) / 1e9
                 print(f"{d.text!r}\n({d.frames} frames from {list(d.cameras)} over {span:.1f} s, {d.visual_tokens} "
                       f"visual tokens, {d.compression}, {d.latency_s:.2f} s, model {d.model})")
                 exit_code = 0
@@ -173,7 +174,9 @@ def run_demo(model: str) -> int:
     return exit_code
 
 
-def _print_answer(question: str | None, response: object) -> None:
+def _print_answer(question: str | None, response: Any) -> None:
+    from oryx_ros.ros.client import describe_result
+
     if question:
         print(f"Q: {question}")
     if not response.success:
@@ -181,17 +184,7 @@ def _print_answer(question: str | None, response: object) -> None:
         return
     if question:
         print(f"A: {response.answer}")
-    print(f"   {response.frames_used} frames, {response.visual_tokens} visual tokens, {response.compression}, "
-          f"latency {response.latency_s:.2f} s")
-    scene = response.scene
-    if scene.objects or scene.reason:
-        print(f"   scene graph in {scene.header.frame_id!r}: {len(scene.objects)} objects, {len(scene.relations)} "
-              f"relations{'' if scene.available else ' — unavailable: ' + scene.reason}")
-        for obj in scene.objects:
-            print(f"     [{obj.id}] {obj.label:<14} at ({obj.position.x:+.2f}, {obj.position.y:+.2f}, "
-                  f"{obj.position.z:+.2f}) m, seen by {list(obj.cameras)}")
-        for rel in scene.relations[:12]:
-            print(f"     {rel.subject_id} {rel.predicate} {rel.object_id}  ({rel.source}, {rel.distance:.2f} m)")
+    print(describe_result(response, max_relations=12))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

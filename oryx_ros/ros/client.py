@@ -103,6 +103,21 @@ def call_action(node: Node, goal: AskAction.Goal, name: str = "/oryx/ask",
         client.destroy()
 
 
+def describe_result(result: Any, max_relations: int | None = None) -> str:
+    """Counts, timing and scene graph of an Ask response or action result, as indented lines."""
+    lines = [f"   {result.frames_used} frames, {result.visual_tokens} visual tokens, {result.compression}, "
+             f"latency {result.latency_s:.2f} s"]
+    scene = result.scene
+    if scene.objects or scene.reason:
+        lines.append(f"   scene graph in {scene.header.frame_id!r}: {len(scene.objects)} objects, "
+                     f"{len(scene.relations)} relations{'' if scene.available else ' — unavailable: ' + scene.reason}")
+        lines += [f"     [{obj.id}] {obj.label:<14} at ({obj.position.x:+.2f}, {obj.position.y:+.2f}, "
+                  f"{obj.position.z:+.2f}) m, seen by {list(obj.cameras)}" for obj in scene.objects]
+        lines += [f"     {rel.subject_id} {rel.predicate} {rel.object_id}  ({rel.source}, {rel.distance:.2f} m)"
+                  for rel in scene.relations[:max_relations]]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="oryx-ros call", description=__doc__.splitlines()[0])
     parser.add_argument("question")
@@ -129,13 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {result.error}", file=sys.stderr)
             return 1
         print(result.answer)
-        print(f"({result.frames_used} frames, {result.visual_tokens} visual tokens, {result.compression}, "
-              f"{result.latency_s:.2f} s)")
-        for obj in result.scene.objects:
-            print(f"  object {obj.id}: {obj.label} at ({obj.position.x:.2f}, {obj.position.y:.2f}, "
-                  f"{obj.position.z:.2f}) m in {result.scene.header.frame_id}")
-        for rel in result.scene.relations:
-            print(f"  {rel.subject_id} {rel.predicate} {rel.object_id} ({rel.source}, {rel.distance:.2f} m)")
+        print(describe_result(result))
     return 0
 
 

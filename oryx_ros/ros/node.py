@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -35,6 +34,7 @@ from std_msgs.msg import Header
 from oryx_ros.action import Ask as AskAction
 from oryx_ros.msg import SceneDescription, SceneGraph
 from oryx_ros.perception.frames import Frame
+from oryx_ros.ros.conversions import ns_to_stamp
 from oryx_ros.ros.inference_worker import CancelToken, DeadlineExceededError, InferenceWorker, WorkerBusyError
 from oryx_ros.ros.parameters import MODES, NodeConfig, declare_parameters
 from oryx_ros.ros.scene_messages import scene_graph_message, scene_markers
@@ -71,14 +71,6 @@ class AskOutcome:
         return message
 
 
-def stamp_to_ns(stamp: Time) -> int:
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
-
-
-def ns_to_stamp(stamp_ns: int) -> Time:
-    return Time(sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S)
-
-
 class RosLogHandler(logging.Handler):
     """Sends the ``oryx_ros`` Python loggers (model loading progress, spatial notes) to the node's log."""
 
@@ -113,12 +105,13 @@ class OryxCore:
         self.ingest: Any = None
         self.worker: InferenceWorker | None = None
         self.spatial: Any = None
-        self._entities: list[Any] = []
-        self._active_entities: list[Any] = []
+        self._publishers: list[Any] = []
+        self.ask_service: Any = None
+        self.ask_action: Any = None
+        self._timers: list[Any] = []
+        self._pose_subscription: Any = None
         self._description_pending = False
         self._descriptions_skipped_busy = 0
-        self._last_description_s = 0.0
-        self._lock = threading.Lock()
         self.sensor_group = MutuallyExclusiveCallbackGroup()
         self.service_group = ReentrantCallbackGroup()
         self.action_group = ReentrantCallbackGroup()
@@ -156,8 +149,8 @@ class OryxCore:
         self.ask_action = ActionServer(
             node, AskAction, "~/ask", execute_callback=self._on_ask_action, goal_callback=self._on_goal,
             cancel_callback=lambda _goal: CancelResponse.ACCEPT, callback_group=self.action_group)
-        self._entities = [self.description_pub, self.graph_pub, self.markers_pub, self.marked_views_pub,
-                          self.diagnostics_pub, self.ask_service]
+        self._publishers = [self.description_pub, self.graph_pub, self.markers_pub, self.marked_views_pub,
+                            self.diagnostics_pub]
 
     def activate(self) -> None:
         from oryx_ros.perception.sync import ApproximateTimeSynchronizer
@@ -173,12 +166,12 @@ class OryxCore:
             time_jump_threshold_ns=self.buffer.time_jump_threshold_ns)
         self.ingest = CameraIngest(self.node, config.cameras, self.buffer, synchronizer=synchronizer, qos=qos,
                                    callback_group=self.sensor_group)
-        self._active_entities = [self.node.create_timer(1.0, self._publish_diagnostics, self.timer_group)]
+        self._timers = [self.node.create_timer(1.0, self._publish_diagnostics, self.timer_group)]
         if config.description_enabled:
-            self._active_entities.append(
+            self._timers.append(
                 self.node.create_timer(config.description_period_s, self._maybe_describe, self.timer_group))
         if self.spatial is not None and config.pose_topic:
-            self._active_entities.append(self.spatial.subscribe_pose(self.node, config, self.sensor_group))
+            self._pose_subscription = self.spatial.subscribe_pose(self.node, config, self.sensor_group)
         self.log.info(f"listening to {len(config.cameras)} camera(s): "
                       + ", ".join(f"{c.name} ({c.image_topic})" for c in config.cameras))
 
@@ -186,25 +179,27 @@ class OryxCore:
         if self.ingest is not None:
             self.ingest.destroy()
             self.ingest = None
-        for entity in self._active_entities:
-            self.node.destroy_timer(entity) if hasattr(entity, "timer_period_ns") else \
-                self.node.destroy_subscription(entity)
-        self._active_entities = []
+        for timer in self._timers:
+            self.node.destroy_timer(timer)
+        self._timers = []
+        if self._pose_subscription is not None:
+            self.node.destroy_subscription(self._pose_subscription)
+            self._pose_subscription = None
 
     def cleanup(self) -> None:
         self.deactivate()
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        if getattr(self, "ask_action", None) is not None:
+        if self.ask_action is not None:
             self.ask_action.destroy()
             self.ask_action = None
-        for entity in self._entities:
-            if entity is self.ask_service:
-                self.node.destroy_service(entity)
-            else:
-                self.node.destroy_publisher(entity)
-        self._entities = []
+        if self.ask_service is not None:
+            self.node.destroy_service(self.ask_service)
+            self.ask_service = None
+        for publisher in self._publishers:
+            self.node.destroy_publisher(publisher)
+        self._publishers = []
         self.engine = None
         self.buffer = None
 
@@ -466,11 +461,10 @@ class OryxCore:
         stamps = [frame.stamp_ns for frame in used]
         message = SceneDescription(
             header=Header(stamp=self.node.get_clock().now().to_msg(), frame_id=self.config.base_frame),
-            text=result.text, window_start=ns_to_stamp(min(stamps)), window_end=ns_to_stamp(max(stamps)),
+            text=result.text, window_start=ns_to_stamp(min(stamps), Time), window_end=ns_to_stamp(max(stamps), Time),
             cameras=list(by_camera), frames=result.frames_used, visual_tokens=result.visual_tokens,
             compression=result.compression, latency_s=time.monotonic() - started, model=self.model_name)
         self.description_pub.publish(message)
-        self._last_description_s = message.latency_s
         if scene is not None:
             graph = scene_graph_message(Header(stamp=message.header.stamp, frame_id=scene.frame_id), scene.objects,
                                         scene.relations, scene.available, scene.reason)
