@@ -7,7 +7,7 @@
 #   scripts/dev.sh run CMD...    any command with the environment set (e.g. run oryx-ros node)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-bash "$here/setup.sh"
+bash "$here/setup.sh" >&2  # set-up talk goes to stderr: stdout is the command's output
 source "$here/env.sh"
 cd "$ORYX_ROS_REPO"
 cmd=${1:-help}; shift || true

@@ -9,7 +9,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
-log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }  # stderr: stdout belongs to the command dev.sh runs
 # pip on machines with a local wheel mirror warns once per package about absent mirror folders; drop that noise.
 quiet_pip() { "$ORYX_ROS_VENV/bin/pip" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2 || true); }
 
