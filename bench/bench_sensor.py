@@ -121,8 +121,7 @@ def conversion_cases(width: int, height: int) -> list[tuple[str, Runner]]:
 
 
 def sync_add() -> Runner:
-    sync = ApproximateTimeSynchronizer(CAMERAS, 10, 20_000_000, dead_camera_timeout_ns=1_000_000_000,
-                                       time_jump_threshold_ns=3_000_000_000)
+    sync = ApproximateTimeSynchronizer(CAMERAS, 10, 20_000_000, dead_camera_timeout_ns=1_000_000_000)
     jitter = np.random.default_rng(1).integers(-2_000_000, 2_000_001, 4096).tolist()
     counter = itertools.count()
 

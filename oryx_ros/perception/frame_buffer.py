@@ -1,4 +1,9 @@
-"""Bounded, time-indexed memory of camera frames (and synchronised sets of them) for the model.
+"""Bounded, time-indexed memory of camera frames, with an index of synchronised sets over them.
+
+Frames are stored PER CAMERA ON ARRIVAL (``add``); storing a camera never waits for the others.
+Synchronised sets are an index over stored frames (``add_set`` links members already stored and stores
+the others), for what needs simultaneous views; where no set formed, ``nearest_frames`` gives the
+frame of each camera nearest a stamp, with their spread.
 
 The sensor callbacks add frames while the inference thread queries, so every public method takes the
 buffer's lock. Bounds and drop policies, each counted by reason (``drop_counts()``):
@@ -9,20 +14,25 @@ buffer's lock. Bounds and drop policies, each counted by reason (``drop_counts()
   invented between surfaces; intrinsics scaled to match);
 - ``rate_cap``: per camera, a frame closer than 1/rate to a stored neighbour of that camera is skipped,
   less a 10 % tolerance so that stamp jitter and rounding do not halve the rate (a 30 Hz camera capped at
-  10 Hz keeps every third frame); synchronised sets are capped as a whole (by their members' strictest
-  rate) so sets stay complete. ``rate_capped_span_ns`` tells a producer which set stamps are refused
-  before it decodes anything, and ``skip_rate_capped_set`` refuses (and counts) such a set by its
-  stamps alone;
+  10 Hz keeps every third frame). ``refuse_by_stamp`` tells a producer before it decodes anything.
+  Sets are capped as a whole (by their members' strictest rate, against the nearest indexed set;
+  refused sets are counted in ``sets_refused_rate_cap``); the members of an admitted set are stored
+  even where the per-camera cap refused them on arrival, so sets stay complete (at most one extra frame
+  per camera and set period);
 - ``duplicate``: a second frame with the same camera and stamp is skipped;
-- ``too_old``: a frame older than newest − window (a late arrival) is skipped;
-- ``time_jump``: a stamp older than the newest stored stamp of the same camera by more than
-  ``time_jump_threshold_ns`` (looping bag, sim-time reset) clears the whole buffer first; the frames
-  cleared are counted under this reason. Per camera, so a camera whose clock runs seconds behind the
-  others does not clear the buffer with every frame;
+- ``too_old``: a frame older than the reference − window (a late arrival) is skipped;
 - ``evicted_window``: stored frames that fall out of the window as time advances;
 - ``evicted_memory``: over the byte budget, the camera holding the most bytes loses its oldest frame,
   repeatedly, so every camera keeps a fair share of the budget;
-- ``over_budget``: a single frame larger than the whole budget is skipped.
+- ``over_budget``: a single frame larger than the whole budget is skipped;
+- ``time_jump``: frames removed by ``clear("time_jump")`` (the stamp gate confirmed a backwards jump;
+  the buffer never decides that itself).
+
+The window is measured from a ROBUST newest time, ``reference_stamp_ns()``: the second-newest stored
+stamp over all cameras (the newest while one frame is stored). One outlier stamp can therefore never
+move the window and evict the other frames; with one camera it is that camera's previous frame, and a
+dead camera's old frames do not hold the window back. The cost: the horizon trails the newest frame
+by one frame interval.
 
 The buffer takes ownership of the arrays it stores: they are made read-only, since the same frames are
 shared with every reader.
@@ -44,7 +54,7 @@ import cv2
 
 from oryx_ros.perception.frames import Frame
 
-__all__ = ["MAX_MODEL_PIXELS", "CameraStats", "FrameBuffer", "FrameSet", "fit_to_max_pixels"]
+__all__ = ["MAX_MODEL_PIXELS", "CameraStats", "FrameBuffer", "FrameSet", "NearestFrames", "fit_to_max_pixels"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +68,8 @@ RATE_CAP_TOLERANCE: Final = 0.1
 DROP_REASONS: Final = (
     "rate_cap", "duplicate", "too_old", "time_jump", "evicted_window", "evicted_memory", "over_budget",
 )
+# Reasons a frame can be refused on its stamp alone, before its pixels exist (``refuse_by_stamp``).
+STAMP_REFUSALS: Final = ("duplicate", "too_old", "rate_cap")
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,19 @@ class FrameSet:
     def complete(self) -> bool:
         """True when no camera was missing and no member has been evicted since."""
         return not self.missing and len(self.frames) == len(self.cameras)
+
+
+@dataclass(frozen=True)
+class NearestFrames:
+    """The stored frame of each camera nearest to a stamp; ``spread_ns`` = newest − oldest of them."""
+
+    stamp_ns: int
+    frames: Mapping[str, Frame]
+
+    @property
+    def spread_ns(self) -> int:
+        stamps = [frame.stamp_ns for frame in self.frames.values()]
+        return max(stamps) - min(stamps) if stamps else 0
 
 
 @dataclass(frozen=True)
@@ -160,11 +185,22 @@ class _CameraFrames:
         index = bisect.bisect_left(self.stamps, stamp_ns)
         return index < len(self.stamps) and self.stamps[index] == stamp_ns
 
+    def at(self, stamp_ns: int) -> Frame | None:
+        index = bisect.bisect_left(self.stamps, stamp_ns)
+        return self.frames[index] if index < len(self.stamps) and self.stamps[index] == stamp_ns else None
+
+    def nearest(self, stamp_ns: int) -> Frame | None:
+        """The stored frame closest to ``stamp_ns`` (ties: the older), None when empty."""
+        index = bisect.bisect_left(self.stamps, stamp_ns)
+        near = [i for i in (index - 1, index) if 0 <= i < len(self.stamps)]
+        if not near:
+            return None
+        return self.frames[min(near, key=lambda i: (abs(self.stamps[i] - stamp_ns), self.stamps[i]))]
+
     def nearest_gap_ns(self, stamp_ns: int) -> int | None:
         """Distance to the closest stored stamp, None when empty."""
-        index = bisect.bisect_left(self.stamps, stamp_ns)
-        gaps = [abs(self.stamps[i] - stamp_ns) for i in (index - 1, index) if 0 <= i < len(self.stamps)]
-        return min(gaps) if gaps else None
+        frame = self.nearest(stamp_ns)
+        return None if frame is None else abs(frame.stamp_ns - stamp_ns)
 
     def between(self, start_ns: int | None, end_ns: int | None) -> list[Frame]:
         lo = 0 if start_ns is None else bisect.bisect_left(self.stamps, start_ns)
@@ -182,18 +218,15 @@ class FrameBuffer:
         window_ns: int | None = 600 * _NS_PER_S,
         rate_cap_hz: float | Mapping[str, float] | None = None,
         max_pixels: int = MAX_MODEL_PIXELS,
-        time_jump_threshold_ns: int | None = 3 * _NS_PER_S,
     ) -> None:
         """
         Args:
             memory_budget_bytes: total bytes of stored RGB + depth arrays.
-            window_ns: keep frames no older than the newest stamp minus this; None = no window.
+            window_ns: keep frames no older than the reference (robust newest) stamp minus this; None =
+                no window.
             rate_cap_hz: stored frames per second per camera (one value for all, a dict per camera, with
                 cameras not in the dict uncapped); None = no cap.
             max_pixels: largest stored image area in pixels.
-            time_jump_threshold_ns: a stamp this much older than the newest of its camera clears the
-                buffer (a bag loop or sim-time reset); None = never. Out-of-order stamps within it are
-                inserted in order.
         """
         if memory_budget_bytes <= 0:
             raise ValueError(f"memory_budget_bytes must be positive, got {memory_budget_bytes}")
@@ -201,8 +234,6 @@ class FrameBuffer:
             raise ValueError(f"window_ns must be positive or None, got {window_ns}")
         if max_pixels <= 0:
             raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-        if time_jump_threshold_ns is not None and time_jump_threshold_ns <= 0:
-            raise ValueError(f"time_jump_threshold_ns must be positive or None, got {time_jump_threshold_ns}")
         rates = rate_cap_hz.values() if isinstance(rate_cap_hz, Mapping) else [rate_cap_hz]
         if any(rate is not None and rate <= 0 for rate in rates):
             raise ValueError(f"rate_cap_hz values must be positive, got {rate_cap_hz}")
@@ -210,36 +241,56 @@ class FrameBuffer:
         self.window_ns = window_ns
         self.rate_cap_hz = rate_cap_hz
         self.max_pixels = int(max_pixels)
-        self.time_jump_threshold_ns = time_jump_threshold_ns
         self._lock = threading.RLock()
         self._cameras: dict[str, _CameraFrames] = {}
         self._by_uid: dict[int, Frame] = {}
         self._sets: dict[int, _SetRecord] = {}  # insertion order
-        self._set_of_uid: dict[int, int] = {}
+        self._sets_of_uid: dict[int, list[int]] = {}
         self._set_stamps: list[tuple[int, int]] = []  # sorted (stamp_ns, set_id)
         self._set_ids = itertools.count(1)
         self._total_bytes = 0
         self._drops: dict[str, dict[str, int]] = {}  # reason -> camera -> count
+        self._sets_refused_rate_cap = 0
         self._time_jumps = 0
 
     # --- adding -----------------------------------------------------------------------------------
 
     def add(self, frame: Frame) -> Frame | None:
-        """Store one frame; returns the stored (possibly downscaled) frame, or None when skipped."""
+        """Store one frame on arrival; returns the stored (possibly downscaled) frame, or None when
+        skipped (counted)."""
         with self._lock:
-            self._check_time_jump(frame.stamp_ns, frame.camera)
-            prepared = self._prepare(frame, check_rate=True)
+            reason = self._stamp_refusal(frame.camera, frame.stamp_ns, check_rate=True)
+            if reason is not None:
+                self._count(reason, frame.camera)
+                return None
+            prepared = self._prepare(frame)
             if prepared is None:
                 return None
             stored = self._store(prepared)
             self._enforce_bounds()
             return stored if stored.uid in self._by_uid else None
 
-    def add_set(self, frames: Iterable[Frame], missing: Sequence[str] = ()) -> int | None:
-        """Store a synchronised set (one frame per camera); returns its ``set_id``, or None if skipped.
+    def refuse_by_stamp(self, camera: str, stamp_ns: int, *, count: bool = True) -> str | None:
+        """The reason ``add`` would refuse a frame of ``camera`` stamped ``stamp_ns`` whatever its pixels
+        (one of ``STAMP_REFUSALS``), counted as ``add`` counts it (unless ``count`` is False: only
+        asking); None when it would be stored.
 
-        ``missing`` names cameras absent from the set (a partial set). The rate cap applies to the set
-        as a whole, against the nearest stored set, with the strictest rate of its members.
+        For producers that decode only what will be stored.
+        """
+        with self._lock:
+            reason = self._stamp_refusal(camera, int(stamp_ns), check_rate=True)
+            if reason is not None and count:
+                self._count(reason, camera)
+            return reason
+
+    def add_set(self, frames: Iterable[Frame], missing: Sequence[str] = ()) -> int | None:
+        """Index a synchronised set (one frame per camera); returns its ``set_id``, or None if refused.
+
+        Members already stored (the same frame, or the same camera and stamp) are linked; the others are
+        stored, past the per-camera rate cap but inside the window and the byte budget. ``missing``
+        names cameras absent from the set (a partial set). The set's stamp is its newest member's; the
+        rate cap applies to the set as a whole, against the nearest indexed set, with the strictest
+        rate of its members (refusals counted in ``sets_refused_rate_cap``).
         """
         members = list(frames)
         if not members:
@@ -249,56 +300,71 @@ class FrameBuffer:
             raise ValueError(f"a frame set holds one frame per camera, got cameras {cameras}")
         stamp_ns = max(frame.stamp_ns for frame in members)
         with self._lock:
-            for frame in members:
-                self._check_time_jump(frame.stamp_ns, frame.camera)
             if self._rate_capped_set(stamp_ns, cameras):
-                for camera in cameras:
-                    self._count("rate_cap", camera)
+                self._sets_refused_rate_cap += 1
                 return None
-            prepared = [self._prepare(frame, check_rate=False) for frame in members]
-            stored = [self._store(frame) for frame in prepared if frame is not None]
-            if not stored:
+            linked: list[Frame] = []
+            for frame in members:
+                store = self._cameras.get(frame.camera)
+                existing = None if store is None else store.at(frame.stamp_ns)
+                if existing is not None:
+                    linked.append(existing)
+                    continue
+                reason = self._stamp_refusal(frame.camera, frame.stamp_ns, check_rate=False)
+                if reason is not None:
+                    self._count(reason, frame.camera)
+                    continue
+                prepared = self._prepare(frame)
+                if prepared is not None:
+                    linked.append(self._store(prepared))
+            if not linked:
                 return None
             set_id = next(self._set_ids)
-            record = _SetRecord(
+            self._sets[set_id] = _SetRecord(
                 set_id=set_id,
                 stamp_ns=stamp_ns,
-                members={frame.camera: frame.uid for frame in stored},
-                cameras=tuple(frame.camera for frame in stored),
+                members={frame.camera: frame.uid for frame in linked},
+                cameras=tuple(frame.camera for frame in linked),
                 missing=tuple(missing),
             )
-            self._sets[set_id] = record
             bisect.insort(self._set_stamps, (stamp_ns, set_id))
-            for frame in stored:
-                self._set_of_uid[frame.uid] = set_id
+            for frame in linked:
+                self._sets_of_uid.setdefault(frame.uid, []).append(set_id)
             self._enforce_bounds()
             return set_id if set_id in self._sets else None
 
-    def skip_rate_capped_set(self, stamps_ns: Mapping[str, int]) -> bool:
+    def refuse_rate_capped_set(self, stamps_ns: Mapping[str, int]) -> bool:
         """Refuse a set by its members' stamps alone when ``add_set`` would refuse it for the rate cap.
 
         ``stamps_ns`` maps each member camera to its frame's stamp (a SyncSet's ``stamps_ns``). When
-        ``add_set`` with such frames would refuse the set by the rate cap, the refusal is counted exactly
-        as ``add_set`` counts it and True is returned; otherwise (no cap, far enough from every stored
-        set, or a member stamp that is a backwards time jump, on which ``add_set`` would first clear the
-        buffer) nothing changes and False is returned: add the set with its frames. For callers that
-        skipped decoding the frames (see ``rate_capped_span_ns``).
+        refused, it is counted as ``add_set`` counts it and True is returned; otherwise nothing changes.
+        For producers that decode a set's members only once the set is admitted.
         """
         if not stamps_ns:
             raise ValueError("a frame set needs at least one frame")
         with self._lock:
-            if any(self._is_time_jump(stamp, camera) for camera, stamp in stamps_ns.items()):
-                return False
             if not self._rate_capped_set(max(stamps_ns.values()), stamps_ns):
                 return False
-            for camera in stamps_ns:
-                self._count("rate_cap", camera)
+            self._sets_refused_rate_cap += 1
             return True
 
-    def clear(self) -> int:
-        """Drop every frame and set; returns the number of frames removed (not counted as drops)."""
+    def clear(self, reason: str | None = None) -> int:
+        """Drop every frame and set; returns the number of frames removed.
+
+        With a ``reason`` (``"time_jump"``: the stamp gate confirmed a backwards jump) the frames are
+        counted as drops under it and ``time_jumps`` goes up; without, nothing is counted.
+        """
+        if reason is not None and reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}; known: {DROP_REASONS}")
         with self._lock:
             removed = len(self._by_uid)
+            if reason is not None:
+                for name, store in self._cameras.items():
+                    if store.stamps:
+                        self._count(reason, name, len(store.stamps))
+                if reason == "time_jump":
+                    self._time_jumps += 1
+                    _log.warning("time jumped back (looping bag or sim-time reset): cleared %d frames", removed)
             self._clear()
             return removed
 
@@ -352,29 +418,24 @@ class FrameBuffer:
                     result.append(snapshot)
         return result
 
+    def nearest_frames(self, stamp_ns: int, cameras: Iterable[str] | None = None) -> NearestFrames:
+        """The stored frame of each camera (of ``cameras``, all when None) nearest to ``stamp_ns`` (ties:
+        the older), for simultaneous views where no synchronised set formed; cameras with nothing stored
+        are left out. ``spread_ns`` says how far apart the frames are."""
+        with self._lock:
+            names = sorted(self._cameras) if cameras is None else [c for c in cameras if c in self._cameras]
+            frames = {name: frame for name in names if (frame := self._cameras[name].nearest(stamp_ns)) is not None}
+        return NearestFrames(int(stamp_ns), frames)
+
     def latest_stamp_ns(self, camera: str | None = None) -> int | None:
         """Newest stored stamp of ``camera`` (of any camera when None); None when empty."""
         with self._lock:
             return self._newest_stamp_ns(camera)
 
-    def rate_capped_span_ns(self, camera: str) -> tuple[int, int] | None:
-        """Set stamps the rate cap refuses for any set with ``camera`` among its members, as it stands.
-
-        Returns ``(start_ns, end_ns)``: every set stamp with ``start_ns <= stamp < end_ns`` is refused;
-        None when ``camera`` is uncapped or no set is stored. The span starts at the newest stored set
-        and lasts ``camera``'s minimum set interval: a set is capped by the strictest rate of its
-        members, so by at least this camera's, and is refused when it is closer than that to a stored
-        set. Sets added later only keep the span refused; it stops holding when its newest set leaves
-        the buffer (evicted, or cleared by a time jump), so a caller that acts on it ahead of time must
-        confirm with ``skip_rate_capped_set`` when the set is made. Older, out-of-order stamps are not
-        covered (they may be a time jump).
-        """
+    def reference_stamp_ns(self) -> int | None:
+        """The robust newest stamp the window is measured from (see the module docstring)."""
         with self._lock:
-            interval = self._min_interval_ns(camera)
-            if not interval or not self._set_stamps:
-                return None
-            newest = self._set_stamps[-1][0]
-            return newest, newest + interval
+            return self._reference_ns()
 
     def camera_stats(self) -> dict[str, CameraStats]:
         with self._lock:
@@ -412,7 +473,13 @@ class FrameBuffer:
             }
 
     @property
+    def sets_refused_rate_cap(self) -> int:
+        with self._lock:
+            return self._sets_refused_rate_cap
+
+    @property
     def time_jumps(self) -> int:
+        """Times the buffer was cleared for a confirmed backwards time jump."""
         with self._lock:
             return self._time_jumps
 
@@ -431,6 +498,11 @@ class FrameBuffer:
         stamps = [store.stamps[-1] for store in stores if store is not None and store.stamps]
         return max(stamps) if stamps else None
 
+    def _reference_ns(self) -> int | None:
+        """Second-newest stored stamp over all cameras (the newest while only one frame is stored)."""
+        newest = sorted((s for store in self._cameras.values() for s in store.stamps[-2:]), reverse=True)[:2]
+        return newest[-1] if newest else None
+
     def _nearest_set_gap_ns(self, stamp_ns: int) -> int | None:
         index = bisect.bisect_left(self._set_stamps, (stamp_ns, -1))
         gaps = [
@@ -446,52 +518,30 @@ class FrameBuffer:
         gap = self._nearest_set_gap_ns(stamp_ns)
         return bool(interval) and gap is not None and gap < interval
 
-    def _is_time_jump(self, stamp_ns: int, camera: str) -> bool:
-        newest = self._newest_stamp_ns(camera)
-        if self.time_jump_threshold_ns is None or newest is None:
-            return False
-        return stamp_ns < newest - self.time_jump_threshold_ns
-
-    def _check_time_jump(self, stamp_ns: int, camera: str) -> None:
-        if not self._is_time_jump(stamp_ns, camera):
-            return
-        newest = self._newest_stamp_ns(camera)
-        assert newest is not None
-        cleared: dict[str, int] = {name: len(store.stamps) for name, store in self._cameras.items()}
-        _log.warning(
-            "time jumped back %.3f s (camera %r, looping bag or sim-time reset): cleared %d frames",
-            (newest - stamp_ns) / _NS_PER_S, camera, sum(cleared.values()),
-        )
-        self._time_jumps += 1
-        for name, n in cleared.items():
-            if n:
-                self._count("time_jump", name, n)
-        self._clear()
+    def _stamp_refusal(self, camera: str, stamp_ns: int, *, check_rate: bool) -> str | None:
+        store = self._cameras.get(camera)
+        if store is not None and store.has_stamp(stamp_ns):
+            return "duplicate"
+        reference = self._reference_ns()
+        if self.window_ns is not None and reference is not None and stamp_ns < reference - self.window_ns:
+            return "too_old"
+        if check_rate and store is not None:
+            interval = self._min_interval_ns(camera)
+            gap = store.nearest_gap_ns(stamp_ns)
+            if interval and gap is not None and gap < interval:
+                return "rate_cap"
+        return None
 
     def _clear(self) -> None:
         self._cameras.clear()
         self._by_uid.clear()
         self._sets.clear()
-        self._set_of_uid.clear()
+        self._sets_of_uid.clear()
         self._set_stamps.clear()
         self._total_bytes = 0
 
-    def _prepare(self, frame: Frame, *, check_rate: bool) -> Frame | None:
-        """The frame as it would be stored (downscaled), or None when a check skips it (counted)."""
-        store = self._cameras.get(frame.camera)
-        if store is not None and store.has_stamp(frame.stamp_ns):
-            self._count("duplicate", frame.camera)
-            return None
-        newest = self._newest_stamp_ns()
-        if self.window_ns is not None and newest is not None and frame.stamp_ns < newest - self.window_ns:
-            self._count("too_old", frame.camera)
-            return None
-        if check_rate and store is not None:
-            interval = self._min_interval_ns(frame.camera)
-            gap = store.nearest_gap_ns(frame.stamp_ns)
-            if interval and gap is not None and gap < interval:
-                self._count("rate_cap", frame.camera)
-                return None
+    def _prepare(self, frame: Frame) -> Frame | None:
+        """The frame as it would be stored (downscaled), or None when over the whole budget (counted)."""
         frame = _downscaled(frame, self.max_pixels)
         if frame.nbytes > self.memory_budget_bytes:
             _log.warning("frame of camera %r has %d bytes, more than the whole budget of %d bytes",
@@ -511,8 +561,7 @@ class FrameBuffer:
         self._total_bytes -= frame.nbytes
         del self._by_uid[frame.uid]
         self._count(reason, frame.camera)
-        set_id = self._set_of_uid.pop(frame.uid, None)
-        if set_id is not None:
+        for set_id in self._sets_of_uid.pop(frame.uid, ()):
             record = self._sets[set_id]
             del record.members[frame.camera]
             if not record.members:
@@ -520,9 +569,9 @@ class FrameBuffer:
                 self._set_stamps.remove((record.stamp_ns, set_id))
 
     def _enforce_bounds(self) -> None:
-        newest = self._newest_stamp_ns()
-        if self.window_ns is not None and newest is not None:
-            horizon = newest - self.window_ns
+        reference = self._reference_ns()
+        if self.window_ns is not None and reference is not None:
+            horizon = reference - self.window_ns
             for store in self._cameras.values():
                 while store.stamps and store.stamps[0] < horizon:
                     self._forget(store.pop_oldest(), "evicted_window")

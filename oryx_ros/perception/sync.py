@@ -7,33 +7,41 @@ tests can feed crafted stamps:
 - each camera has a queue keyed by stamp holding at most ``queue_size`` items; a new item with a stamp
   already queued replaces the old one, and when the queue is full the oldest stamp is dropped;
 - only the arriving item triggers matching: for every other camera the queued stamps within ``slop``
-  of the arriving stamp are candidates, ordered by their distance to it (ties: older first, where
-  message_filters keeps dict insertion order); the
-  candidate combinations are tried in that (``itertools.product``) order and the first one whose
-  spread ``max - min`` is strictly below ``slop`` is emitted and its items are removed from the queues.
+  of the arriving stamp are candidates, ordered by their distance to it (ties in queue insertion order,
+  as message_filters' stable sort over its dict); of the candidate combinations in that
+  (``itertools.product``) order, the first one whose spread ``max - min`` is strictly below ``slop`` is
+  emitted and its items are removed from the queues.
+
+Bounded cost. message_filters walks the product, which is exponential in the number of cameras and
+can be ``queue_size ** (cameras - 1)`` for crafted stamps. Here the same first combination is found by a
+depth-first search over the cameras that only takes a candidate when a window of span < slop holding
+the stamps chosen so far still has a candidate of every remaining camera (a sliding-window sweep over
+the candidates, linear in their number). Taking a candidate between the chosen stamps never needs a
+check, and beyond them feasibility only gets worse with distance, so one failed check closes that side:
+at most ``2 * cameras + 1`` sweeps per match. With M <= (cameras - 1) * queue_size candidates, one
+match costs O(M log M) to sort plus O(cameras * M) to sweep; ``stats().match_steps`` counts the
+candidates visited, so tests can check the bound without timing anything.
 
 Added on top, for a robot that must keep remembering when a camera dies: a camera that has been silent
 for longer than ``dead_camera_timeout_ns`` (measured on the newest stamp seen from any camera, and
 optionally on a wall clock) is left out of matching, so the live cameras produce PARTIAL sets. When it
 publishes again it is live again and full sets resume. When a camera is declared dead, what the live
 cameras queued while it was awaited is matched at once (oldest first), so that backlog is not lost.
-Optionally (``time_jump_threshold_ns``) a stamp far older than the newest (looping bag, sim-time reset)
-clears the queues first. Every item that leaves a queue unmatched is counted (``dropped_overflow``,
-``replaced_same_stamp``, ``cleared_on_time_jump``).
+Every item that leaves a queue unmatched is counted (``dropped_overflow``, ``replaced_same_stamp``).
 
-``ExactTimeSynchronizer`` is message_filters' ``TimeSynchronizer`` (identical stamps) with the same
-counters and dead-camera handling.
+Stamps are trusted: untrustworthy ones (future, zero, backwards jumps) are the job of
+oryx_ros.perception.stamp_gate, which calls ``reset()`` when it confirms a jump.
 """
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ApproximateTimeSynchronizer", "ExactTimeSynchronizer", "SyncSet", "SyncStats", "SynchronizerBase", "feed"]
+__all__ = ["ApproximateTimeSynchronizer", "SyncSet", "SyncStats", "feed"]
 
 _log = logging.getLogger(__name__)
 
@@ -74,37 +82,34 @@ class SyncStats:
     partial_sets: int = 0
     dropped_overflow: dict[str, int] = field(default_factory=dict)
     replaced_same_stamp: dict[str, int] = field(default_factory=dict)
-    cleared_on_time_jump: int = 0
-    time_jumps: int = 0
     last_stamp_ns: dict[str, int | None] = field(default_factory=dict)
     dead_cameras: tuple[str, ...] = ()
     queued: dict[str, int] = field(default_factory=dict)
+    resets: int = 0
+    match_steps: int = 0  # candidates visited by matching, in total (see the module docstring)
 
 
-class SynchronizerBase(Generic[ItemT]):
-    """Queues, dead-camera tracking and counters shared by the approximate and exact policies."""
+class ApproximateTimeSynchronizer(Generic[ItemT]):
+    """message_filters' approximate-time policy for N named cameras (see the module docstring)."""
 
     def __init__(
         self,
         cameras: Sequence[str],
         queue_size: int,
+        slop_ns: int,
         *,
         dead_camera_timeout_ns: int | None = None,
         clock: Callable[[], int] | None = None,
-        time_jump_threshold_ns: int | None = None,
     ) -> None:
         """
         Args:
             cameras: input names, in the order sets list them.
             queue_size: items kept per camera while waiting for partners (message_filters' queue_size).
+            slop_ns: a set's stamps must span strictly less than this (message_filters' ``slop``).
             dead_camera_timeout_ns: a camera whose last stamp is older than the newest stamp of any
                 camera by more than this (or, with ``clock``, whose last item arrived longer ago than
                 this in clock time) is dead and left out of matching. None disables the fallback.
             clock: optional wall clock in ns (e.g. ``time.monotonic_ns``) for the arrival-time test.
-            time_jump_threshold_ns: an arriving stamp older than its camera's newest stamp by more than
-                this is a backwards time jump (looping bag, sim reset): all queues and stamps are cleared
-                first.
-                None disables the check (message_filters behaviour).
         """
         names = list(cameras)
         if not names:
@@ -113,14 +118,14 @@ class SynchronizerBase(Generic[ItemT]):
             raise ValueError(f"camera names must be unique, got {names}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+        if slop_ns <= 0:
+            raise ValueError(f"slop_ns must be positive, got {slop_ns}")
         if dead_camera_timeout_ns is not None and dead_camera_timeout_ns <= 0:
             raise ValueError(f"dead_camera_timeout_ns must be positive, got {dead_camera_timeout_ns}")
-        if time_jump_threshold_ns is not None and time_jump_threshold_ns <= 0:
-            raise ValueError(f"time_jump_threshold_ns must be positive, got {time_jump_threshold_ns}")
         self.cameras: tuple[str, ...] = tuple(names)
         self.queue_size = int(queue_size)
+        self.slop_ns = int(slop_ns)
         self.dead_camera_timeout_ns = dead_camera_timeout_ns
-        self.time_jump_threshold_ns = time_jump_threshold_ns
         self._clock = clock
         self._queues: dict[str, dict[int, ItemT]] = {name: {} for name in names}
         self._last_stamp_ns: dict[str, int | None] = dict.fromkeys(names)
@@ -132,14 +137,8 @@ class SynchronizerBase(Generic[ItemT]):
         self._partial_sets = 0
         self._dropped_overflow = dict.fromkeys(names, 0)
         self._replaced = dict.fromkeys(names, 0)
-        self._cleared_on_time_jump = 0
-        self._time_jumps = 0
-
-    # --- policy hook ------------------------------------------------------------------------------
-
-    def _match(self, camera: str, stamp_ns: int, cameras: tuple[str, ...]) -> dict[str, int] | None:
-        """Stamps (one per camera in ``cameras``) of the set the arriving item completes, or None."""
-        raise NotImplementedError
+        self._resets = 0
+        self._match_steps = 0
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -152,7 +151,6 @@ class SynchronizerBase(Generic[ItemT]):
         if camera not in self._queues:
             raise KeyError(f"unknown camera {camera!r}; known: {list(self.cameras)}")
         stamp_ns = int(stamp_ns)
-        self._check_time_jump(camera, stamp_ns)
         now_ns = self._clock() if self._clock is not None else None
         if self._first_stamp_ns is None:
             self._first_stamp_ns, self._first_arrival_ns = stamp_ns, now_ns
@@ -179,13 +177,14 @@ class SynchronizerBase(Generic[ItemT]):
         return sets
 
     def reset(self) -> None:
-        """Forget queued items and stamps (counters are kept)."""
+        """Forget queued items and stamps (counters are kept): a confirmed time jump."""
         for name in self.cameras:
             self._queues[name].clear()
             self._last_stamp_ns[name] = None
             self._last_arrival_ns[name] = None
         self._first_stamp_ns = self._first_arrival_ns = None
         self._dead = frozenset()
+        self._resets += 1
 
     @property
     def dead_cameras(self) -> frozenset[str]:
@@ -198,34 +197,97 @@ class SynchronizerBase(Generic[ItemT]):
             partial_sets=self._partial_sets,
             dropped_overflow=dict(self._dropped_overflow),
             replaced_same_stamp=dict(self._replaced),
-            cleared_on_time_jump=self._cleared_on_time_jump,
-            time_jumps=self._time_jumps,
             last_stamp_ns=dict(self._last_stamp_ns),
             dead_cameras=tuple(name for name in self.cameras if name in self._dead),
             queued={name: len(queue) for name, queue in self._queues.items()},
+            resets=self._resets,
+            match_steps=self._match_steps,
         )
 
-    # --- internals --------------------------------------------------------------------------------
+    # --- matching ---------------------------------------------------------------------------------
+
+    def _match(self, camera: str, stamp_ns: int, cameras: tuple[str, ...]) -> dict[str, int] | None:
+        """Stamps (one per camera in ``cameras``) of the set the arriving item completes, or None.
+
+        The first combination in message_filters' product order with spread < slop, found without
+        walking the product (see the module docstring).
+        """
+        others = [name for name in cameras if name != camera]
+        candidates: list[list[int]] = []
+        for name in others:
+            queue = self._queues[name]
+            self._match_steps += len(queue)
+            near = [s for s in queue if abs(s - stamp_ns) <= self.slop_ns]
+            if not near:
+                return None
+            near.sort(key=lambda s: abs(s - stamp_ns))  # stable: ties keep queue insertion order
+            candidates.append(near)
+        if not others:
+            return {camera: stamp_ns}
+        # (stamp, index of its camera in ``others``), sorted by stamp, for the feasibility sweeps.
+        merged = sorted((s, index) for index, near in enumerate(candidates) for s in near)
+        if not self._feasible(merged, len(others), stamp_ns, stamp_ns, 0):
+            return None
+        low = high = stamp_ns  # the span of the stamps chosen so far
+        chosen: list[int] = []
+        for index, near in enumerate(candidates):
+            closed_below = closed_above = False
+            for s in near:
+                self._match_steps += 1
+                if low <= s <= high:
+                    break  # inside the chosen span: the window that made the prefix feasible still fits
+                if s > high and not closed_above:
+                    if self._feasible(merged, len(others), low, s, index + 1):
+                        break
+                    closed_above = True  # farther above is only worse
+                elif s < low and not closed_below:
+                    if self._feasible(merged, len(others), s, high, index + 1):
+                        break
+                    closed_below = True
+            else:  # unreachable: a feasible prefix always has a feasible next candidate
+                raise AssertionError("approximate-time matching lost its feasible combination")
+            chosen.append(s)
+            low, high = min(low, s), max(high, s)
+        return {camera: stamp_ns, **dict(zip(others, chosen, strict=True))}
+
+    def _feasible(self, merged: list[tuple[int, int]], n_others: int, low: int, high: int, first: int) -> bool:
+        """Whether a window of span < slop holding ``[low, high]`` has a candidate of every camera
+        ``first .. n_others - 1`` (indices into ``others``)."""
+        width = self.slop_ns - 1  # integer stamps: span < slop means span <= slop - 1
+        if high - low > width:
+            return False
+        needed = n_others - first
+        if needed == 0:
+            return True
+        # Every such window lies within [high - width, low + width]; any group of candidates there that
+        # spans <= width can be covered by a window that also holds [low, high].
+        start = bisect.bisect_left(merged, (high - width, -1))
+        stop = bisect.bisect_right(merged, (low + width, n_others))
+        counts: dict[int, int] = {}
+        left = start
+        for right in range(start, stop):
+            self._match_steps += 1
+            stamp, index = merged[right]
+            if index < first:
+                continue
+            counts[index] = counts.get(index, 0) + 1
+            while stamp - merged[left][0] > width:
+                self._match_steps += 1
+                left_index = merged[left][1]
+                if left_index >= first:
+                    counts[left_index] -= 1
+                    if not counts[left_index]:
+                        del counts[left_index]
+                left += 1
+            if len(counts) == needed:
+                return True
+        return False
+
+    # --- dead cameras -----------------------------------------------------------------------------
 
     def _newest_stamp_ns(self) -> int | None:
         stamps = [s for s in self._last_stamp_ns.values() if s is not None]
         return max(stamps) if stamps else None
-
-    def _check_time_jump(self, camera: str, stamp_ns: int) -> None:
-        # Against the camera's own newest stamp: a camera whose clock lags the others is no jump.
-        newest = self._last_stamp_ns[camera]
-        if self.time_jump_threshold_ns is None or newest is None:
-            return
-        if stamp_ns < newest - self.time_jump_threshold_ns:
-            cleared = sum(len(queue) for queue in self._queues.values())
-            self._time_jumps += 1
-            self._cleared_on_time_jump += cleared
-            _log.warning(
-                "time jumped back %.3f s on camera %r (looping bag or sim-time reset): "
-                "cleared %d queued items",
-                (newest - stamp_ns) / 1e9, camera, cleared,
-            )
-            self.reset()
 
     def _is_dead(self, name: str, newest_ns: int, now_ns: int | None) -> bool:
         timeout = self.dead_camera_timeout_ns
@@ -290,55 +352,8 @@ class SynchronizerBase(Generic[ItemT]):
         return sets
 
 
-class ApproximateTimeSynchronizer(SynchronizerBase[ItemT]):
-    """message_filters' approximate-time policy for N named cameras (see the module docstring)."""
-
-    def __init__(
-        self,
-        cameras: Sequence[str],
-        queue_size: int,
-        slop_ns: int,
-        *,
-        dead_camera_timeout_ns: int | None = None,
-        clock: Callable[[], int] | None = None,
-        time_jump_threshold_ns: int | None = None,
-    ) -> None:
-        """``slop_ns``: a set's stamps must span strictly less than this (message_filters' ``slop``)."""
-        if slop_ns <= 0:
-            raise ValueError(f"slop_ns must be positive, got {slop_ns}")
-        super().__init__(
-            cameras, queue_size, dead_camera_timeout_ns=dead_camera_timeout_ns, clock=clock,
-            time_jump_threshold_ns=time_jump_threshold_ns,
-        )
-        self.slop_ns = int(slop_ns)
-
-    def _match(self, camera: str, stamp_ns: int, cameras: tuple[str, ...]) -> dict[str, int] | None:
-        others = [name for name in cameras if name != camera]
-        candidates: list[list[int]] = []
-        for name in others:
-            near = [s for s in self._queues[name] if abs(s - stamp_ns) <= self.slop_ns]
-            if not near:
-                return None
-            near.sort(key=lambda s: (abs(s - stamp_ns), s))
-            candidates.append(near)
-        for combination in itertools.product(*candidates):
-            stamps = (stamp_ns, *combination)
-            if max(stamps) - min(stamps) < self.slop_ns:
-                return {camera: stamp_ns, **dict(zip(others, combination, strict=True))}
-        return None
-
-
-class ExactTimeSynchronizer(SynchronizerBase[ItemT]):
-    """message_filters' ``TimeSynchronizer``: a set is one item per camera with identical stamps."""
-
-    def _match(self, camera: str, stamp_ns: int, cameras: tuple[str, ...]) -> dict[str, int] | None:
-        if all(stamp_ns in self._queues[name] for name in cameras):
-            return dict.fromkeys(cameras, stamp_ns)
-        return None
-
-
 def feed(
-    synchronizer: SynchronizerBase[Any], events: Iterable[tuple[str, int, Any]]
+    synchronizer: ApproximateTimeSynchronizer[Any], events: Iterable[tuple[str, int, Any]]
 ) -> list[SyncSet[Any]]:
     """Add ``(camera, stamp_ns, item)`` events in order and collect every set emitted (for tests/tools)."""
     sets: list[SyncSet[Any]] = []

@@ -1,33 +1,43 @@
-"""Camera subscriptions → Frames → synchronised sets → FrameBuffer, for a node the caller owns.
+"""Camera subscriptions → stamp gate → Frames stored per camera → synchronised sets indexed, for a node
+the caller owns.
 
 ``CameraIngest`` is constructed by the node with its camera configs and a FrameBuffer. Per camera it
 subscribes to the colour topic (raw Image or CompressedImage), optionally CameraInfo (cached, converted
-once per change) and a registered depth topic (paired with colour by stamp). Each message is converted
-to numpy once, at this boundary; complete frames go through the synchronizer (a strategy object,
-message_filters' approximate policy by default) and every set goes into the buffer with ``add_set``.
+once per change) and a registered depth topic (paired with colour by stamp).
+
+Every colour and depth message first passes the StampGate on its raw header stamp (future, zero,
+non-normalised, duplicate and unconfirmed-backwards stamps are quarantined, counted per camera and
+reason; a confirmed backwards jump clears the buffer, the synchronizer and what waits for pairing).
+Complete frames are then STORED PER CAMERA ON ARRIVAL (``FrameBuffer.add``), whatever the other
+cameras do, and go on to the synchronizer (message_filters' approximate policy by default), whose sets
+are indexed in the buffer (``FrameBuffer.add_set``). A camera out of phase, a lost frame or a dead
+camera therefore never stops the others being stored.
+
+Decoding only what is stored: the buffer says by the stamp alone whether it would store a frame
+(``refuse_by_stamp``): colour is asked on arrival (its stamp is the frame's), depth once paired. A
+frame the per-camera rate cap refuses goes to the synchronizer undecoded and is decoded only if a set
+with it is admitted (``decoded_late``); otherwise never (``skipped_rate_cap`` counts the messages left
+undecoded). So a 30 fps camera into a 2 Hz cap decodes about 2 images a second, not 30.
 
 Waiting, all bounded in stamp time and counted: a colour image waits up to ``depth_wait_ns`` for its
 depth; before a camera's first CameraInfo its frames wait up to ``camera_info_wait_ns`` for it (DDS
 does not order messages across topics, so the first images often beat the first CameraInfo).
 ``flush()`` releases whatever still waits (end of a bag, shutdown).
 
-Decoding is skipped for messages the buffer's rate cap is certain to refuse (a 30 fps camera into a
-2 Hz cap would otherwise decode 15 images per one it keeps): such a message goes on undecoded, through
-the same pairing and synchronizer, so every set is made exactly as before, and its set is refused by
-its stamps alone. Counted per camera as ``skipped_rate_cap``; see ``_rate_capped`` for why it is safe.
+A bad message never raises out of a callback: it is counted per camera and reason (images by the
+codec error's ``reason``, CameraInfo by CameraInfoError's) and reported as a warning at most once per
+``warn_throttle_s`` per camera and kind (with the number suppressed in between). ``stats()`` and
+``diagnostic_status()`` give the counters for /diagnostics; the status is WARN naming the cameras'
+phase offsets when cameras stream but no synchronised set formed for ``no_set_warn_s``.
 
-A bad message never raises out of a callback: it is counted per camera and reported as a warning at
-most once per ``warn_throttle_s`` per camera and kind (with the number suppressed in between).
-``stats()`` and ``diagnostic_status()`` give the counters for /diagnostics.
-
-Threading: the callbacks share one MutuallyExclusiveCallbackGroup by default, and the pairing,
-synchronizer and buffer hand-off also run under a lock, so a MultiThreadedExecutor or a custom
-callback group cannot interleave them. Conversion happens outside that lock (except the rare late decode
-of a skipped message, see ``_rate_capped``).
+Threading: by default each camera's subscriptions get a MutuallyExclusiveCallbackGroup of their own,
+so with a MultiThreadedExecutor a slow or huge decode in one camera never stalls another. Gate, pairing,
+synchronizer and the buffer hand-off run under one short lock; decoding never does.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections import deque
@@ -43,21 +53,16 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from oryx_ros.bags.camera_bag import camera_topics
+from oryx_ros.perception import image_codec
 from oryx_ros.perception.frame_buffer import FrameBuffer
 from oryx_ros.perception.frames import CameraIntrinsics, Frame
 from oryx_ros.perception.image_codec import to_depth_m, to_rgb
-from oryx_ros.perception.sync import (
-    ApproximateTimeSynchronizer,
-    ExactTimeSynchronizer,
-    SynchronizerBase,
-    SyncSet,
-    SyncStats,
-)
+from oryx_ros.perception.stamp_gate import QUARANTINE_REASONS, StampGate
+from oryx_ros.perception.sync import ApproximateTimeSynchronizer, SyncSet, SyncStats
 from oryx_ros.ros.conversions import (
     CameraInfoError,
     camera_info_to_intrinsics,
     depth_to_colour_size,
-    header_stamp_ns,
     intrinsics_for_size,
 )
 
@@ -76,7 +81,10 @@ DEFAULT_DEPTH_WAIT_NS: Final = 500_000_000
 # without intrinsics until it comes (DDS does not order messages across topics, and a slow transport
 # can deliver the first CameraInfo well after the first images).
 DEFAULT_CAMERA_INFO_WAIT_NS: Final = 1_000_000_000
+# Cameras streaming this long (arrival time) without a synchronised set make the status WARN.
+DEFAULT_NO_SET_WARN_S: Final = 5.0
 _PENDING_LIMIT: Final = 30  # per camera and kind; beyond it the oldest is given up (counted)
+_RECENT_STAMPS: Final = 32  # per camera, for the phase offsets in diagnostics
 
 # diagnostic_msgs/DiagnosticStatus levels (kept as ints so this module needs no diagnostic_msgs).
 DIAG_OK: Final = 0
@@ -117,16 +125,19 @@ class CameraConfig:
 class CameraCounters:
     """Per-camera ingest counters (messages in, frames out, and everything that went wrong).
 
-    ``frames`` counts frames handed to the synchronizer, decoded or not. ``skipped_rate_cap`` counts
-    colour and depth messages not decoded on arrival because the buffer's rate cap will refuse their set;
-    ``decoded_late`` those of them decoded after all, when the set was made, because the buffer no longer
-    refused it (expected to stay 0: see ``CameraIngest._rate_capped``).
+    ``frames`` counts complete frames past the gate and pairing (stored or not). ``stored`` those the
+    buffer stored on arrival. ``skipped_rate_cap`` counts frames left undecoded because the buffer's
+    per-camera rate cap refused them; ``decoded_late`` those of them decoded after all, as members of
+    an admitted set. ``quarantined`` counts messages the stamp gate refused, by reason;
+    ``rejected_images`` and ``rejected_camera_infos`` messages that failed to convert, by reason
+    (``conversion_errors`` is their total).
     """
 
     images: int = 0
     depth_images: int = 0
     camera_infos: int = 0
     frames: int = 0
+    stored: int = 0
     skipped_rate_cap: int = 0
     decoded_late: int = 0
     conversion_errors: int = 0
@@ -136,6 +147,13 @@ class CameraCounters:
     pending_cleared_on_time_jump: int = 0
     last_stamp_ns: int | None = None
     last_error: str = ""
+    quarantined: dict[str, int] = field(default_factory=dict)
+    rejected_images: dict[str, int] = field(default_factory=dict)
+    rejected_camera_infos: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> CameraCounters:
+        values = {key: dict(value) if isinstance(value, dict) else value for key, value in vars(self).items()}
+        return CameraCounters(**values)
 
 
 @dataclass
@@ -147,43 +165,43 @@ class IngestStats:
     buffer_frames: int
     buffer_bytes: int
     buffer_drops: dict[str, int] = field(default_factory=dict)
+    time_jumps: int = 0
 
 
 @dataclass(frozen=True)
-class _Undecoded:
-    """A colour or depth message left undecoded: the buffer's rate cap will refuse its set."""
-
-    msg: Any
-
-
-_Colour = npt.NDArray[np.uint8] | _Undecoded
-_Depth = npt.NDArray[np.float32] | _Undecoded
-
-
-@dataclass(frozen=True)
-class _UndecodedFrame:
-    """Goes through the synchronizer in place of a Frame when its colour or depth was not decoded."""
+class _Parts:
+    """A complete frame whose colour (and depth) may still be undecoded messages."""
 
     camera: str
     stamp_ns: int
-    colour: _Colour
-    depth: _Depth | None
+    colour: Any  # the decoded RGB array, or the colour message left undecoded
+    depth: Any | None  # the depth message (decoded once the frame is stored, or its set admitted)
     frame_id: str
     intrinsics: CameraIntrinsics | None  # the camera's, not yet brought to the image size
+    epoch: int  # time base it was gated in (see CameraIngest._epoch)
 
 
 @dataclass
 class _Pending:
-    colour: deque[tuple[int, _Colour, str]] = field(default_factory=deque)
-    depth: deque[tuple[int, _Depth]] = field(default_factory=deque)
+    colour: deque[tuple[int, Any, str]] = field(default_factory=deque)  # (stamp, rgb or msg, frame_id)
+    depth: deque[tuple[int, Any]] = field(default_factory=deque)  # (stamp, msg)
     newest_stamp_ns: int | None = None
-    # Complete frames (stamp, rgb, frame_id, depth) held until the first CameraInfo.
-    awaiting_info: deque[tuple[int, _Colour, str, _Depth | None]] = field(default_factory=deque)
+    # Complete frames (stamp, rgb or colour msg, frame_id, depth msg) held until the first CameraInfo.
+    awaiting_info: deque[tuple[int, Any, str, Any | None]] = field(default_factory=deque)
     info_given_up: bool = False
+
+    def clear(self) -> int:
+        dropped = len(self.colour) + len(self.depth) + len(self.awaiting_info)
+        self.colour.clear()
+        self.depth.clear()
+        self.awaiting_info.clear()
+        self.newest_stamp_ns = None
+        return dropped
 
 
 class CameraIngest:
-    """Subscribes to the configured cameras on ``node`` and fills ``buffer`` with synchronised sets."""
+    """Subscribes to the configured cameras on ``node``, stores their frames in ``buffer`` on arrival
+    and indexes synchronised sets of them."""
 
     def __init__(
         self,
@@ -191,7 +209,9 @@ class CameraIngest:
         cameras: Sequence[CameraConfig],
         buffer: FrameBuffer,
         *,
-        synchronizer: SynchronizerBase[Frame] | None = None,
+        synchronizer: ApproximateTimeSynchronizer[Any] | None = None,
+        gate: StampGate | None = None,
+        now_ns: Callable[[], int | None] = time.time_ns,
         qos: QoSProfile = qos_profile_sensor_data,
         camera_info_qos: QoSProfile | None = None,
         callback_group: CallbackGroup | None = None,
@@ -199,28 +219,36 @@ class CameraIngest:
         depth_wait_ns: int = DEFAULT_DEPTH_WAIT_NS,
         camera_info_wait_ns: int = DEFAULT_CAMERA_INFO_WAIT_NS,
         warn_throttle_s: float = 5.0,
+        no_set_warn_s: float = DEFAULT_NO_SET_WARN_S,
         clock: Callable[[], float] = time.monotonic,
         skip_rate_capped: bool = True,
+        max_decode_pixels: int | None = None,
     ) -> None:
         """
         Args:
             node: the node that owns the subscriptions (and whose logger reports problems).
             cameras: camera configs; names must be unique.
-            buffer: where synchronised sets go.
+            buffer: where frames and sets go.
             synchronizer: strategy over the camera names; default ApproximateTimeSynchronizer with 20 ms
-                slop, queue 10, dead-camera timeout 1 s and the buffer's time-jump threshold.
+                slop, queue 10 and dead-camera timeout 1 s.
+            gate: the stamp gate (default: StampGate() with its default tolerance and jump threshold).
+            now_ns: the node's clock in ns (sim or wall); returning None or 0 means not known yet (sim
+                time before the first /clock), and then future stamps are not checked.
             qos: for image and depth subscriptions (sensor-data QoS by default; use RELIABLE with a deep
                 history to receive every message of a replayed bag).
             camera_info_qos: for CameraInfo (defaults to ``qos``).
-            callback_group: for all subscriptions (default: one mutually exclusive group).
+            callback_group: for all subscriptions; default one mutually exclusive group per camera.
             depth_slop_ns: largest colour/depth stamp difference that still pairs.
             depth_wait_ns: how long (stamp time) a colour image waits for its depth.
             camera_info_wait_ns: how long (stamp time) frames of a camera with a CameraInfo topic wait
                 for its first CameraInfo before they go on without intrinsics.
             warn_throttle_s: at most one warning per camera and kind in this many seconds.
-            clock: monotonic seconds, for warning throttling.
-            skip_rate_capped: leave undecoded the messages whose set the buffer's rate cap will refuse
-                (no effect without a cap); False decodes every message (the stored sets are the same).
+            no_set_warn_s: cameras streaming this long without a synchronised set make the status WARN.
+            clock: monotonic seconds, for warning throttling and the no-set warning.
+            skip_rate_capped: leave undecoded the frames the buffer's rate cap refuses, until a set
+                needs them; False decodes every frame (the stored frames and sets are the same).
+            max_decode_pixels: largest image area decoded (``max_pixels`` of the codec); default the
+                codec's. Settable at run time (attribute of the same name).
         """
         names = [camera.name for camera in cameras]
         if not names:
@@ -231,35 +259,42 @@ class CameraIngest:
         self._logger = node.get_logger()
         self._configs = {camera.name: camera for camera in cameras}
         self._buffer = buffer
-        # Items are Frames, or _UndecodedFrames for messages left undecoded (see _rate_capped).
-        self._sync: SynchronizerBase[Any] = synchronizer or ApproximateTimeSynchronizer(
-            names, DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_NS,
-            dead_camera_timeout_ns=DEFAULT_DEAD_CAMERA_TIMEOUT_NS,
-            time_jump_threshold_ns=buffer.time_jump_threshold_ns,
+        # Items are stored Frames, or _Parts left undecoded (refused by the per-camera rate cap).
+        self._sync: ApproximateTimeSynchronizer[Any] = synchronizer or ApproximateTimeSynchronizer(
+            names, DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_NS, dead_camera_timeout_ns=DEFAULT_DEAD_CAMERA_TIMEOUT_NS,
         )
         if set(self._sync.cameras) != set(names):
             raise ValueError(f"synchronizer cameras {self._sync.cameras} differ from the configs {names}")
+        self._gate = gate or StampGate()
+        self._now_ns = now_ns
         self._depth_slop_ns = int(depth_slop_ns)
         self._depth_wait_ns = int(depth_wait_ns)
         self._camera_info_wait_ns = int(camera_info_wait_ns)
         self._warn_throttle_s = float(warn_throttle_s)
+        self._no_set_warn_s = float(no_set_warn_s)
         self._clock = clock
         self._skip_rate_capped = bool(skip_rate_capped)
-        self._max_set_lead_ns = _max_set_lead_ns(self._sync)
+        self.max_decode_pixels = max_decode_pixels  # via the setter
         self._lock = threading.Lock()
+        self._epoch = 0  # bumped when a time jump is confirmed: frames gated before it are dropped
         self._counters = {name: CameraCounters() for name in names}
         self._intrinsics: dict[str, CameraIntrinsics | None] = dict.fromkeys(names)
         self._info_key: dict[str, tuple[Any, ...] | None] = dict.fromkeys(names)
         self._pending = {name: _Pending() for name in names}
+        self._recent_stamps = {name: deque(maxlen=_RECENT_STAMPS) for name in names}
+        self._last_frame_at: dict[str, float | None] = dict.fromkeys(names)
+        self._streaming_since: float | None = None
+        self._last_set_at: float | None = None
         self._sets_stored = 0
-        self._errors_reported = 0
         self._sets_skipped = 0
+        self._errors_reported = 0
+        self._quarantined_reported = 0
         self._last_warning: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
-        group = callback_group or MutuallyExclusiveCallbackGroup()
         info_qos = camera_info_qos or qos
         self._subscriptions = []
         for camera in cameras:
+            group = callback_group or MutuallyExclusiveCallbackGroup()
             self._subscriptions.append(node.create_subscription(
                 CompressedImage if camera.compressed else Image, camera.image_topic,
                 self._callback(camera.name, "image", self._on_image), qos, callback_group=group,
@@ -283,18 +318,52 @@ class CameraIngest:
         return tuple(self._configs)
 
     @property
-    def synchronizer(self) -> SynchronizerBase[Any]:
+    def synchronizer(self) -> ApproximateTimeSynchronizer[Any]:
         return self._sync
+
+    @property
+    def gate(self) -> StampGate:
+        return self._gate
+
+    @property
+    def future_tolerance_ns(self) -> int:
+        """How far past the node's clock a stamp may be before it is quarantined as ``future``."""
+        return self._gate.future_tolerance_ns
+
+    @future_tolerance_ns.setter
+    def future_tolerance_ns(self, value: int) -> None:
+        with self._lock:
+            self._gate.future_tolerance_ns = value
+
+    @property
+    def max_decode_pixels(self) -> int:
+        """Largest image area (pixels) decoded; larger images are rejected from their header."""
+        return self._max_decode_pixels
+
+    @max_decode_pixels.setter
+    def max_decode_pixels(self, value: int | None) -> None:
+        value = _default_max_pixels() if value is None else int(value)
+        if value <= 0:
+            raise ValueError(f"max_decode_pixels must be positive, got {value}")
+        self._max_decode_pixels = value
+
+    def on_clock_jump(self) -> None:
+        """The node's /clock went back: forget the old time base (buffer, synchronizer, pairing)."""
+        with self._lock:
+            self._gate.on_clock_jump()
+            self._forget_time_base("/clock went back")
 
     def flush(self) -> None:
         """Release frames still waiting for depth or CameraInfo (e.g. at the end of a bag, at shutdown)."""
+        ready: list[_Parts] = []
         with self._lock:
             for name, pending in self._pending.items():
                 while pending.colour:
                     self._counters[name].colour_without_depth += 1
-                    self._emit(name, *pending.colour.popleft(), None)
+                    self._emit(name, *pending.colour.popleft(), None, ready)
                 while pending.awaiting_info:
-                    self._finish(name, *pending.awaiting_info.popleft())
+                    self._ready(name, *pending.awaiting_info.popleft(), ready)
+        self._process(ready)
 
     def destroy(self) -> None:
         """Remove the subscriptions from the node."""
@@ -304,20 +373,23 @@ class CameraIngest:
 
     def stats(self) -> IngestStats:
         with self._lock:
-            counters = {name: CameraCounters(**vars(c)) for name, c in self._counters.items()}
+            counters = {name: c.copy() for name, c in self._counters.items()}
             sync = self._sync.stats()
             sets_stored, sets_skipped = self._sets_stored, self._sets_skipped
+            time_jumps = self._gate.time_jumps
         return IngestStats(
             cameras=counters, sync=sync, sets_stored=sets_stored, sets_skipped=sets_skipped,
             buffer_frames=len(self._buffer), buffer_bytes=self._buffer.total_bytes(),
-            buffer_drops=self._buffer.drop_counts(),
+            buffer_drops=self._buffer.drop_counts(), time_jumps=time_jumps,
         )
 
     def diagnostic_status(self) -> tuple[int, str, list[tuple[str, str]]]:
         """``(level, message, key/values)`` for a diagnostic_msgs/DiagnosticStatus (level 0 OK, 1 WARN).
 
-        WARN while a camera is dead, or when messages were dropped as malformed since the previous call
-        (so one bad message does not keep the status at WARN forever; the totals are in the values).
+        WARN while a camera is dead; when cameras stream but no synchronised set formed for
+        ``no_set_warn_s`` (naming each camera's phase offset); when messages were dropped as malformed or
+        stamps quarantined since the previous call (so one bad message does not keep the status at WARN
+        forever; the totals are in the values).
         """
         stats = self.stats()
         values: list[tuple[str, str]] = [
@@ -326,23 +398,36 @@ class CameraIngest:
             ("full sets", str(stats.sync.full_sets)),
             ("partial sets", str(stats.sync.partial_sets)),
             ("dead cameras", ",".join(stats.sync.dead_cameras)),
+            ("time jumps", str(stats.time_jumps)),
             ("buffer frames", str(stats.buffer_frames)),
             ("buffer bytes", str(stats.buffer_bytes)),
         ]
         values += [(f"buffer dropped {reason}", str(n)) for reason, n in stats.buffer_drops.items()]
         for name, c in stats.cameras.items():
-            values += [(f"{name} {key}", str(value)) for key, value in vars(c).items()]
-            values += [
-                (f"{name} sync dropped (queue overflow)", str(stats.sync.dropped_overflow.get(name, 0))),
-            ]
+            for key, value in vars(c).items():
+                if isinstance(value, dict):
+                    values += [(f"{name} {key} {reason}", str(n)) for reason, n in sorted(value.items())]
+                else:
+                    values.append((f"{name} {key}", str(value)))
+            values.append((f"{name} sync dropped (queue overflow)", str(stats.sync.dropped_overflow.get(name, 0))))
         problems = []
         if stats.sync.dead_cameras:
             problems.append(f"dead cameras: {', '.join(stats.sync.dead_cameras)}")
+        no_sets = self._no_set_problem()
+        if no_sets:
+            problems.append(no_sets)
         errors = sum(c.conversion_errors for c in stats.cameras.values())
+        quarantined = {reason: sum(c.quarantined.get(reason, 0) for c in stats.cameras.values())
+                       for reason in QUARANTINE_REASONS}
         with self._lock:
             new_errors, self._errors_reported = errors - self._errors_reported, errors
+            total = sum(quarantined.values())
+            new_quarantined, self._quarantined_reported = total - self._quarantined_reported, total
         if new_errors:
             problems.append(f"{new_errors} conversion errors since the last report")
+        if new_quarantined:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in quarantined.items() if n)
+            problems.append(f"{new_quarantined} stamps quarantined since the last report (totals: {reasons})")
         level = DIAG_WARN if problems else DIAG_OK
         return level, "; ".join(problems) or "all cameras streaming", values
 
@@ -366,94 +451,100 @@ class CameraIngest:
             self._counters[camera].camera_infos += 1
             if key == self._info_key[camera]:
                 return
-        intrinsics = camera_info_to_intrinsics(msg)  # only when the calibration changed
+        intrinsics = camera_info_to_intrinsics(msg)  # only when the calibration changed; a bad one raises
+        ready: list[_Parts] = []
         with self._lock:
             self._intrinsics[camera], self._info_key[camera] = intrinsics, key
             pending = self._pending[camera]
             while pending.awaiting_info:
-                self._finish(camera, *pending.awaiting_info.popleft())
+                self._ready(camera, *pending.awaiting_info.popleft(), ready)
+        self._process(ready)
 
     def _on_image(self, camera: str, msg: Any) -> None:
-        stamp_ns = header_stamp_ns(msg)
-        skip = self._rate_capped(camera, stamp_ns, pairing_slop_ns=0)
-        with self._lock:
-            self._counters[camera].images += 1
-            self._counters[camera].skipped_rate_cap += int(skip)
-        rgb: _Colour = _Undecoded(msg) if skip else to_rgb(msg)
         config = self._configs[camera]
         frame_id = config.frame_id if config.frame_id is not None else str(msg.header.frame_id)
         with self._lock:
+            self._counters[camera].images += 1
+            stamp_ns = self._gate_message(camera, msg, "image")
+            epoch = self._epoch
+        if stamp_ns is None:
+            return
+        colour: Any = msg
+        if not (self._skip_rate_capped and self._buffer.refuse_by_stamp(camera, stamp_ns, count=False) == "rate_cap"):
+            colour = _decode_with_limit(to_rgb, msg, self._max_decode_pixels)  # outside the lock; bad input raises
+        ready: list[_Parts] = []
+        with self._lock:
+            if epoch != self._epoch:  # a time jump was confirmed meanwhile: this frame is of the old base
+                self._counters[camera].pending_cleared_on_time_jump += 1
+                return
             if config.depth_topic is None:
-                self._emit(camera, stamp_ns, rgb, frame_id, None)
-                return
-            pending = self._pending[camera]
-            self._advance(camera, stamp_ns)
-            match = self._take_nearest(pending.depth, stamp_ns)
-            if match is not None:
-                self._emit(camera, stamp_ns, rgb, frame_id, match)
-                return
-            pending.colour.append((stamp_ns, rgb, frame_id))
-            if len(pending.colour) > _PENDING_LIMIT:
-                self._counters[camera].colour_without_depth += 1
-                self._emit(camera, *pending.colour.popleft(), None)
+                self._emit(camera, stamp_ns, colour, frame_id, None, ready)
+            else:
+                pending = self._pending[camera]
+                self._advance(camera, stamp_ns, ready)
+                depth = self._take_nearest(pending.depth, stamp_ns)
+                if depth is not None:
+                    self._emit(camera, stamp_ns, colour, frame_id, depth, ready)
+                else:
+                    pending.colour.append((stamp_ns, colour, frame_id))
+                    if len(pending.colour) > _PENDING_LIMIT:
+                        self._counters[camera].colour_without_depth += 1
+                        self._emit(camera, *pending.colour.popleft(), None, ready)
+        self._process(ready)
 
     def _on_depth(self, camera: str, msg: Any) -> None:
-        stamp_ns = header_stamp_ns(msg)
-        # Depth pairs with colour up to depth_slop away, and the frame takes the colour's stamp.
-        skip = self._rate_capped(camera, stamp_ns, pairing_slop_ns=self._depth_slop_ns)
+        ready: list[_Parts] = []
         with self._lock:
             self._counters[camera].depth_images += 1
-            self._counters[camera].skipped_rate_cap += int(skip)
-        depth_m: _Depth = _Undecoded(msg) if skip else to_depth_m(msg)
-        with self._lock:
+            stamp_ns = self._gate_message(camera, msg, "depth")
+            if stamp_ns is None:
+                return
             pending = self._pending[camera]
-            self._advance(camera, stamp_ns)
+            self._advance(camera, stamp_ns, ready)
             best = None
             for index, (colour_stamp, _, _) in enumerate(pending.colour):
                 gap = abs(colour_stamp - stamp_ns)
                 if gap <= self._depth_slop_ns and (best is None or gap < best[1]):
                     best = (index, gap)
             if best is not None:
-                colour_stamp, rgb, frame_id = pending.colour[best[0]]
+                colour_stamp, colour, frame_id = pending.colour[best[0]]
                 del pending.colour[best[0]]
                 # Colour that came before the matched one will not get depth any more: keep stamp order.
                 while pending.colour and pending.colour[0][0] < colour_stamp:
                     self._counters[camera].colour_without_depth += 1
-                    self._emit(camera, *pending.colour.popleft(), None)
-                self._emit(camera, colour_stamp, rgb, frame_id, depth_m)
-                return
-            pending.depth.append((stamp_ns, depth_m))
-            if len(pending.depth) > _PENDING_LIMIT:
-                pending.depth.popleft()
-                self._counters[camera].depth_unmatched += 1
-
-    def _rate_capped(self, camera: str, stamp_ns: int, *, pairing_slop_ns: int) -> bool:
-        """Whether every set a message of ``camera`` stamped ``stamp_ns`` can end up in is certain to be
-        refused by the buffer's rate cap, so that decoding it would be wasted.
-
-        Why it is safe: a set's stamp is its newest member's (sync.SyncSet.stamp_ns) and the
-        synchronizer groups stamps less than its slop apart, so a frame stamped t lands in a set stamped
-        t .. t + _max_set_lead_ns (a depth image becomes part of a colour frame up to ``pairing_slop_ns``
-        away). When all of that lies in ``FrameBuffer.rate_capped_span_ns`` (newest stored set + the
-        camera's minimum interval; a set is capped by its strictest member), ``add_set`` would refuse the
-        set. The message still goes on, undecoded, so pairing and matching are exactly as with decoding,
-        and when its set is made ``_store`` has the buffer confirm the refusal by stamps alone
-        (``skip_rate_capped_set``, counted as ``add_set`` counts it). Should the buffer no longer refuse
-        it (the newest set evicted or cleared meanwhile), the message is decoded then (``decoded_late``):
-        no set that would have been stored is lost. Never without a cap (the span is None). Not caught:
-        a malformed message skipped this way, since it is never decoded.
-        """
-        if not self._skip_rate_capped or self._max_set_lead_ns is None:
-            return False
-        span = self._buffer.rate_capped_span_ns(camera)
-        if span is None:
-            return False
-        start_ns, end_ns = span
-        return start_ns <= stamp_ns - pairing_slop_ns and stamp_ns + pairing_slop_ns + self._max_set_lead_ns < end_ns
+                    self._emit(camera, *pending.colour.popleft(), None, ready)
+                self._emit(camera, colour_stamp, colour, frame_id, msg, ready)
+            else:
+                pending.depth.append((stamp_ns, msg))
+                if len(pending.depth) > _PENDING_LIMIT:
+                    pending.depth.popleft()
+                    self._counters[camera].depth_unmatched += 1
+        self._process(ready)
 
     # --- internals (lock held) --------------------------------------------------------------------
 
-    def _take_nearest(self, queue: deque[tuple[int, _Depth]], stamp_ns: int) -> _Depth | None:
+    def _gate_message(self, camera: str, msg: Any, stream: str) -> int | None:
+        """The message's stamp when the gate accepts it, else None (counted)."""
+        stamp = msg.header.stamp
+        result = self._gate.check(camera, stamp.sec, stamp.nanosec, self._now_ns(), stream=stream)
+        if not result.accepted:
+            reasons = self._counters[camera].quarantined
+            reasons[result.reason] = reasons.get(result.reason, 0) + 1
+            return None
+        if result.jump:
+            self._forget_time_base(f"camera {camera!r} confirmed a backwards time jump")
+        return result.stamp_ns
+
+    def _forget_time_base(self, why: str) -> None:
+        cleared = self._buffer.clear("time_jump")
+        self._sync.reset()
+        for name, pending in self._pending.items():
+            self._counters[name].pending_cleared_on_time_jump += pending.clear()
+            self._recent_stamps[name].clear()
+        self._epoch += 1
+        self._logger.warning(f"time jumped back ({why}): cleared {cleared} stored frames")
+
+    def _take_nearest(self, queue: deque[tuple[int, Any]], stamp_ns: int) -> Any | None:
         best = None
         for index, (stamp, _) in enumerate(queue):
             gap = abs(stamp - stamp_ns)
@@ -461,31 +552,26 @@ class CameraIngest:
                 best = (index, gap)
         if best is None:
             return None
-        depth_m = queue[best[0]][1]
+        depth = queue[best[0]][1]
         del queue[best[0]]
-        return depth_m
+        return depth
 
-    def _advance(self, camera: str, stamp_ns: int) -> None:
+    def _advance(self, camera: str, stamp_ns: int, ready: list[_Parts]) -> None:
         """Give up on pending items that are too old to pair, given a new stamp from this camera."""
         pending, counters = self._pending[camera], self._counters[camera]
         newest = pending.newest_stamp_ns
-        threshold = self._buffer.time_jump_threshold_ns
-        if newest is not None and threshold is not None and stamp_ns < newest - threshold:
-            counters.pending_cleared_on_time_jump += len(pending.colour) + len(pending.depth)
-            pending.colour.clear()
-            pending.depth.clear()
-            newest = None
         pending.newest_stamp_ns = stamp_ns if newest is None else max(newest, stamp_ns)
         horizon = pending.newest_stamp_ns - self._depth_wait_ns
         while pending.colour and pending.colour[0][0] < horizon:
             counters.colour_without_depth += 1
-            self._emit(camera, *pending.colour.popleft(), None)
+            self._emit(camera, *pending.colour.popleft(), None, ready)
         while pending.depth and pending.depth[0][0] < horizon:
             pending.depth.popleft()
             counters.depth_unmatched += 1
 
-    def _emit(self, camera: str, stamp_ns: int, rgb: _Colour, frame_id: str, depth_m: _Depth | None) -> None:
-        """A complete colour (+ depth) frame: on to the synchronizer, or held for the first CameraInfo."""
+    def _emit(self, camera: str, stamp_ns: int, colour: Any, frame_id: str, depth: Any | None,
+              ready: list[_Parts]) -> None:
+        """A complete colour (+ depth) frame: ready to store, or held for the first CameraInfo."""
         pending = self._pending[camera]
         waits_for_info = (
             self._configs[camera].camera_info_topic is not None
@@ -493,9 +579,9 @@ class CameraIngest:
             and not pending.info_given_up
         )
         if not waits_for_info:
-            self._finish(camera, stamp_ns, rgb, frame_id, depth_m)
+            self._ready(camera, stamp_ns, colour, frame_id, depth, ready)
             return
-        pending.awaiting_info.append((stamp_ns, rgb, frame_id, depth_m))
+        pending.awaiting_info.append((stamp_ns, colour, frame_id, depth))
         newest = max(stamp for stamp, *_ in pending.awaiting_info)
         if pending.awaiting_info[0][0] < newest - self._camera_info_wait_ns:
             pending.info_given_up = True
@@ -506,68 +592,132 @@ class CameraIngest:
                 locked=True, count=False,
             )
             while pending.awaiting_info:
-                self._finish(camera, *pending.awaiting_info.popleft())
+                self._ready(camera, *pending.awaiting_info.popleft(), ready)
 
-    def _finish(self, camera: str, stamp_ns: int, rgb: _Colour, frame_id: str, depth_m: _Depth | None) -> None:
-        counters = self._counters[camera]
+    def _ready(self, camera: str, stamp_ns: int, colour: Any, frame_id: str, depth: Any | None,
+               ready: list[_Parts]) -> None:
         intrinsics = self._intrinsics[camera]
-        item: Frame | _UndecodedFrame
-        if isinstance(rgb, _Undecoded) or isinstance(depth_m, _Undecoded):
-            item = _UndecodedFrame(camera, stamp_ns, rgb, depth_m, frame_id, intrinsics)
-        else:
-            try:
-                item = _frame(camera, stamp_ns, rgb, frame_id, depth_m, intrinsics)
-            except ValueError as err:
-                self._record_error(camera, "pairing", err, locked=True)
-                return
         if intrinsics is None:
-            counters.frames_without_camera_info += 1
-        counters.frames += 1
-        counters.last_stamp_ns = stamp_ns
-        for sync_set in self._sync.add(camera, stamp_ns, item):
-            self._store(sync_set)
+            self._counters[camera].frames_without_camera_info += 1
+        ready.append(_Parts(camera, stamp_ns, colour, depth, frame_id, intrinsics, self._epoch))
 
-    def _store(self, sync_set: SyncSet[Frame | _UndecodedFrame]) -> None:
-        """Hand a set to the buffer; one with undecoded members is refused by its stamps alone."""
-        items, missing = dict(sync_set.items), sync_set.missing
-        if any(isinstance(item, _UndecodedFrame) for item in items.values()):
-            if self._buffer.skip_rate_capped_set(sync_set.stamps_ns):
+    # --- storing (called without the lock) --------------------------------------------------------
+
+    def _process(self, ready: list[_Parts]) -> None:
+        """Store each complete frame on arrival (decoding it outside the lock), then hand it to the
+        synchronizer, and index the sets it completes."""
+        for parts in ready:
+            refusal = self._buffer.refuse_by_stamp(parts.camera, parts.stamp_ns)
+            item: Frame | _Parts | None = None
+            if refusal in ("duplicate", "too_old"):
+                pass  # a set with it would be refused the same way: nothing to decode or match
+            elif refusal == "rate_cap" and self._skip_rate_capped:
+                item = parts
+            else:
+                item = self._decode(parts)
+            sets: list[SyncSet[Any]] = []
+            with self._lock:
+                if parts.epoch != self._epoch:
+                    self._counters[parts.camera].pending_cleared_on_time_jump += 1
+                    continue
+                counters = self._counters[parts.camera]
+                counters.frames += 1
+                counters.last_stamp_ns = parts.stamp_ns
+                now = self._clock()
+                if all(at is None or now - at > self._no_set_warn_s for at in self._last_frame_at.values()):
+                    self._streaming_since = now  # (re)started streaming
+                self._last_frame_at[parts.camera] = now
+                self._recent_stamps[parts.camera].append(parts.stamp_ns)
+                if refusal == "rate_cap" and isinstance(item, _Parts):
+                    counters.skipped_rate_cap += _undecoded_messages(item)
+                elif refusal is None and isinstance(item, Frame):
+                    stored = self._buffer.add(item)
+                    counters.stored += int(stored is not None)
+                    item = stored or item
+                if item is not None:
+                    sets = self._sync.add(parts.camera, parts.stamp_ns, item)
+                if sets:
+                    self._last_set_at = now
+                epoch = self._epoch
+            for sync_set in sets:
+                self._store_set(sync_set, epoch)
+
+    def _store_set(self, sync_set: SyncSet[Frame | _Parts], epoch: int) -> None:
+        """Index a set in the buffer; members left undecoded are decoded now, if the set is admitted.
+        ``epoch``: the time base the set was made in (a jump confirmed meanwhile makes it stale)."""
+        if self._buffer.refuse_rate_capped_set(sync_set.stamps_ns):
+            with self._lock:
                 self._sets_skipped += 1
+            return
+        frames: list[Frame] = []
+        missing = sync_set.missing
+        for camera, item in sync_set.items.items():
+            if isinstance(item, _Parts):
+                frame = self._decode(item)
+                if frame is None:
+                    missing += (camera,)
+                    continue
+                with self._lock:
+                    self._counters[camera].decoded_late += _undecoded_messages(item)
+                item = frame
+            frames.append(item)
+        with self._lock:
+            if not frames or epoch != self._epoch:
                 return
-            for camera, item in list(items.items()):  # the buffer would store it after all: decode now
-                if isinstance(item, _UndecodedFrame):
-                    frame = self._decode_late(item)
-                    if frame is None:
-                        del items[camera]
-                        missing += (camera,)
-                    else:
-                        items[camera] = frame
-            if not items:
-                return
-        set_id = self._buffer.add_set(items.values(), missing=missing)
-        if set_id is None:
-            self._sets_skipped += 1
-        else:
-            self._sets_stored += 1
+            set_id = self._buffer.add_set(frames, missing=missing)
+            if set_id is None:
+                self._sets_skipped += 1
+            else:
+                self._sets_stored += 1
 
-    def _decode_late(self, item: _UndecodedFrame) -> Frame | None:
-        """Decode what was left undecoded (under the lock: rare, see _rate_capped); None on bad input."""
-        parts = (item.colour, item.depth)
+    def _decode(self, parts: _Parts) -> Frame | None:
+        """The Frame of ``parts``, or None on bad input (counted by reason and reported)."""
         try:
-            rgb = to_rgb(item.colour.msg) if isinstance(item.colour, _Undecoded) else item.colour
-            depth_m = to_depth_m(item.depth.msg) if isinstance(item.depth, _Undecoded) else item.depth
-            frame = _frame(item.camera, item.stamp_ns, rgb, item.frame_id, depth_m, item.intrinsics)
-        except Exception as err:  # bad input surfaces here instead of in the callback: same handling
-            self._record_error(item.camera, "image", err, unexpected=not isinstance(err, ValueError), locked=True)
+            rgb = parts.colour if isinstance(parts.colour, np.ndarray) else \
+                _decode_with_limit(to_rgb, parts.colour, self._max_decode_pixels)
+        except Exception as err:
+            self._record_error(parts.camera, "image", err, unexpected=not isinstance(err, ValueError))
             return None
-        self._counters[item.camera].decoded_late += sum(isinstance(part, _Undecoded) for part in parts)
-        return frame
+        try:
+            depth_m = None if parts.depth is None else _decode_with_limit(to_depth_m, parts.depth,
+                                                                           self._max_decode_pixels)
+        except Exception as err:
+            self._record_error(parts.camera, "depth", err, unexpected=not isinstance(err, ValueError))
+            return None
+        try:
+            return _frame(parts.camera, parts.stamp_ns, rgb, parts.frame_id, depth_m, parts.intrinsics)
+        except ValueError as err:
+            self._record_error(parts.camera, "pairing", err)
+            return None
+
+    # --- diagnostics ------------------------------------------------------------------------------
+
+    def _no_set_problem(self) -> str | None:
+        """The WARN text when cameras stream but no set formed for ``no_set_warn_s``, else None."""
+        with self._lock:
+            now = self._clock()
+            streaming = [name for name in self._sync.cameras
+                         if (at := self._last_frame_at[name]) is not None and now - at <= self._no_set_warn_s]
+            since = max(t for t in (self._streaming_since, self._last_set_at) if t is not None) \
+                if self._streaming_since is not None else None
+            if len(streaming) < 2 or since is None or now - since <= self._no_set_warn_s:
+                return None
+            reference = streaming[0]
+            offsets = []
+            for name in streaming[1:]:
+                offset = _phase_offset_ns(self._recent_stamps[name], self._recent_stamps[reference])
+                if offset is not None:
+                    offsets.append(f"{name} {offset / 1e6:+.0f} ms")
+        slop = f" (slop {self._sync.slop_ns / 1e6:g} ms)"
+        return (f"cameras stream but no synchronized set formed in the last {self._no_set_warn_s:g} s: "
+                f"offsets vs {reference}: {', '.join(offsets)}{slop}")
 
     def _record_error(
         self, camera: str, kind: str, err: BaseException, *, unexpected: bool = False, locked: bool = False,
         count: bool = True,
     ) -> None:
-        """Count a dropped message (``count``) and warn, at most once per throttle period per camera/kind."""
+        """Count a dropped message (``count``, by reason) and warn, at most once per throttle period per
+        camera/kind."""
         if locked:
             self._record_error_locked(camera, kind, err, unexpected, count)
         else:
@@ -580,6 +730,9 @@ class CameraIngest:
         counters = self._counters[camera]
         if count:
             counters.conversion_errors += 1
+            reason = str(getattr(err, "reason", type(err).__name__))
+            by_reason = counters.rejected_camera_infos if kind == "camera_info" else counters.rejected_images
+            by_reason[reason] = by_reason.get(reason, 0) + 1
         counters.last_error = f"{kind}: {type(err).__name__}: {err}"
         key = (camera, kind)
         now = self._clock()
@@ -598,6 +751,29 @@ class CameraIngest:
             self._logger.warning(text)
 
 
+def _default_max_pixels() -> int:
+    return int(getattr(image_codec, "MAX_DECODE_PIXELS", 1 << 62))
+
+
+def _decode_with_limit(decode: Callable[..., Any], msg: Any, max_pixels: int) -> Any:
+    # The codec takes max_pixels= once its limits land; until then it decodes without one.
+    if "max_pixels" in inspect.signature(decode).parameters:
+        return decode(msg, max_pixels=max_pixels)
+    return decode(msg)
+
+
+def _undecoded_messages(parts: _Parts) -> int:
+    return int(not isinstance(parts.colour, np.ndarray)) + int(parts.depth is not None)
+
+
+def _phase_offset_ns(stamps: Sequence[int], reference: Sequence[int]) -> int | None:
+    """Signed offset of the newest of ``stamps`` from the nearest ``reference`` stamp."""
+    if not stamps or not reference:
+        return None
+    newest = stamps[-1]
+    return min((newest - r for r in reference), key=abs)
+
+
 def _frame(
     camera: str, stamp_ns: int, rgb: npt.NDArray[np.uint8], frame_id: str, depth_m: npt.NDArray[np.float32] | None,
     intrinsics: CameraIntrinsics | None,
@@ -609,12 +785,3 @@ def _frame(
     if intrinsics is not None:
         intrinsics = intrinsics_for_size(intrinsics, width, height)
     return Frame(camera=camera, stamp_ns=stamp_ns, rgb=rgb, depth_m=depth_m, intrinsics=intrinsics, frame_id=frame_id)
-
-
-def _max_set_lead_ns(synchronizer: SynchronizerBase[Any]) -> int | None:
-    """Most a set's stamp (its newest member's) can exceed a member's stamp; None when not known."""
-    if len(synchronizer.cameras) == 1 or isinstance(synchronizer, ExactTimeSynchronizer):
-        return 0
-    if isinstance(synchronizer, ApproximateTimeSynchronizer):
-        return synchronizer.slop_ns - 1  # a set's stamps span strictly less than the slop
-    return None

@@ -1,7 +1,7 @@
 """The oryx node: a thin adapter from ROS to the sensor-side core, the spatial core and the Oryx engine.
 
 Threads and callback groups (MultiThreadedExecutor):
-* camera subscriptions (one mutually exclusive group) only convert messages and fill the frame buffer;
+* camera subscriptions (a mutually exclusive group per camera) only convert messages and fill the frame buffer;
 * the ``~/ask`` service and the ``~/ask`` action (a reentrant group each) submit a job to the single
   inference worker and wait for it, so several requests may wait while sensors keep streaming in;
 * the description and diagnostics timers (one mutually exclusive group) never wait on the model: a
@@ -110,6 +110,7 @@ class OryxCore:
         self.ask_action: Any = None
         self._timers: list[Any] = []
         self._pose_subscription: Any = None
+        self._clock_jump_handle: Any = None
         self._description_pending = False
         self._descriptions_skipped_busy = 0
         self.sensor_group = MutuallyExclusiveCallbackGroup()
@@ -153,6 +154,10 @@ class OryxCore:
                             self.diagnostics_pub]
 
     def activate(self) -> None:
+        from rclpy.clock import JumpThreshold
+        from rclpy.duration import Duration
+
+        from oryx_ros.perception.stamp_gate import DEFAULT_TIME_JUMP_THRESHOLD_NS
         from oryx_ros.perception.sync import ApproximateTimeSynchronizer
         from oryx_ros.ros.camera_ingest import CameraIngest
 
@@ -162,10 +167,18 @@ class OryxCore:
         synchronizer = ApproximateTimeSynchronizer(
             [camera.name for camera in config.cameras], config.sync_queue_size,
             max(1, int(config.sync_slop_s * NS_PER_S)),
-            dead_camera_timeout_ns=int(config.dead_camera_timeout_s * NS_PER_S) or None,
-            time_jump_threshold_ns=self.buffer.time_jump_threshold_ns)
+            dead_camera_timeout_ns=int(config.dead_camera_timeout_s * NS_PER_S) or None)
+        # The node's clock (sim or wall) for the stamp gate's future check; each camera gets its own
+        # callback group, so one camera's slow decode never stalls another.
+        clock = self.node.get_clock()
         self.ingest = CameraIngest(self.node, config.cameras, self.buffer, synchronizer=synchronizer, qos=qos,
-                                   callback_group=self.sensor_group)
+                                   now_ns=lambda: clock.now().nanoseconds)
+        # /clock going back (sim reset, bag looping with --clock) confirms a time jump at once.
+        ingest = self.ingest
+        self._clock_jump_handle = clock.create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-DEFAULT_TIME_JUMP_THRESHOLD_NS),
+                          on_clock_change=False),
+            post_callback=lambda _jump: ingest.on_clock_jump())
         self._timers = [self.node.create_timer(1.0, self._publish_diagnostics, self.timer_group)]
         if config.description_enabled:
             self._timers.append(
@@ -176,6 +189,9 @@ class OryxCore:
                       + ", ".join(f"{c.name} ({c.image_topic})" for c in config.cameras))
 
     def deactivate(self) -> None:
+        if self._clock_jump_handle is not None:
+            self._clock_jump_handle.unregister()
+            self._clock_jump_handle = None
         if self.ingest is not None:
             self.ingest.destroy()
             self.ingest = None

@@ -1,6 +1,7 @@
-"""FrameBuffer: memory budget (fair across cameras), rate cap, window, out-of-order, duplicates, time
-jumps, downscaling with intrinsics, query order, synchronised sets, the rate-capped span and refusing a
-set by its stamps, and a concurrency smoke test."""
+"""FrameBuffer: memory budget (fair across cameras), rate cap, a window measured from a robust newest
+stamp, out-of-order, duplicates, clearing on a confirmed jump, downscaling with intrinsics, query order,
+synchronised sets as an index over stored frames, nearest frames where no set formed, refusing frames
+and sets by their stamps, and a concurrency smoke test."""
 
 from __future__ import annotations
 
@@ -73,11 +74,24 @@ def test_window_evicts_old_frames_and_refuses_late_ones() -> None:
     buffer = FrameBuffer(window_ns=1 * S)
     for i in range(31):
         buffer.add(_frame("a", i * 100 * MS))
+    # Measured from the robust newest stamp, the second-newest (2.9 s): the horizon is 1.9 s.
+    assert buffer.reference_stamp_ns() == 2900 * MS
     stamps = [f.stamp_ns for f in buffer.query()]
-    assert stamps[0] == 2 * S and stamps[-1] == 3 * S and len(stamps) == 11
-    assert buffer.drop_counts()["evicted_window"] == 20
+    assert stamps[0] == 1900 * MS and stamps[-1] == 3 * S and len(stamps) == 12
+    assert buffer.drop_counts()["evicted_window"] == 19
     assert buffer.add(_frame("b", 1500 * MS)) is None  # 1.5 s late: outside the window
     assert buffer.drop_counts()["too_old"] == 1
+
+
+def test_one_outlier_stamp_neither_moves_the_window_nor_evicts() -> None:
+    # A frame stamped an hour ahead (one that got past the stamp gate while the clock was unknown).
+    buffer = FrameBuffer(window_ns=10 * S)
+    for i in range(20):
+        buffer.add(_frame("a", 100 * S + i * 100 * MS))
+    buffer.add(_frame("b", 3700 * S))
+    assert len(buffer) == 21 and buffer.drop_counts()["evicted_window"] == 0
+    assert buffer.reference_stamp_ns() == 100 * S + 1900 * MS
+    assert buffer.add(_frame("a", 102 * S)) is not None and buffer.drop_counts()["too_old"] == 0
 
 
 def test_out_of_order_frames_are_inserted_in_order_and_duplicates_dropped() -> None:
@@ -90,21 +104,22 @@ def test_out_of_order_frames_are_inserted_in_order_and_duplicates_dropped() -> N
     assert buffer.drop_counts() == {**dict.fromkeys(buffer.drop_counts(), 0), "duplicate": 1}
 
 
-def test_backwards_time_jump_clears_the_buffer() -> None:
-    buffer = FrameBuffer(time_jump_threshold_ns=3 * S, window_ns=None)
+def test_old_stamps_never_clear_the_buffer_only_a_confirmed_jump_does() -> None:
+    buffer = FrameBuffer(window_ns=None)
     for i in range(5):
         buffer.add(_frame("a", 100 * S + i * S))
         buffer.add_set([_frame("b", 100 * S + i * S)])
-    buffer.add(_frame("a", 102 * S + 500 * MS))  # 1.5 s out of order: kept, in order
-    assert len(buffer) == 11
-    buffer.add(_frame("a", 1 * S))  # the bag looped
-    assert [f.stamp_ns for f in buffer.query()] == [1 * S]
-    assert buffer.set_count() == 0 and buffer.time_jumps == 1
-    assert buffer.drop_counts()["time_jump"] == 11 and buffer.latest_stamp_ns() == 1 * S
+    buffer.add(_frame("a", 1 * S))  # a stale frame, or the first of a looped bag: the gate judges, not add()
+    assert len(buffer) == 11 and buffer.time_jumps == 0 and buffer.drop_counts()["time_jump"] == 0
+    assert buffer.clear("time_jump") == 11  # the stamp gate confirmed the jump
+    assert len(buffer) == 0 and buffer.set_count() == 0 and buffer.time_jumps == 1
+    assert buffer.drop_counts()["time_jump"] == 11 and buffer.drop_counts("b")["time_jump"] == 5
+    with pytest.raises(ValueError, match="unknown drop reason"):
+        buffer.clear("whatever")
 
 
 def test_a_camera_with_a_lagging_clock_is_not_a_time_jump() -> None:
-    buffer = FrameBuffer(time_jump_threshold_ns=3 * S, window_ns=None)
+    buffer = FrameBuffer(window_ns=None)
     for i in range(5):  # camera "usb" stamps with its own clock, 10 s behind
         buffer.add(_frame("a", 100 * S + i * S))
         buffer.add(_frame("usb", 90 * S + i * S))
@@ -192,7 +207,36 @@ def test_set_rate_cap_keeps_sets_whole() -> None:
         buffer.add_set([_frame("a", i * 100 * MS + 3 * MS), _frame("b", i * 100 * MS - 2 * MS)])
     sets = buffer.query_sets()
     assert len(sets) == 5 and all(s.complete for s in sets)
-    assert buffer.drop_counts("a")["rate_cap"] == 5 and buffer.drop_counts("b")["rate_cap"] == 5
+    assert buffer.sets_refused_rate_cap == 5 and len(buffer) == 10
+    assert buffer.drop_counts()["rate_cap"] == 0  # frames refused with their set were never offered
+
+
+def test_sets_index_stored_frames_and_store_members_the_camera_cap_refused() -> None:
+    buffer = FrameBuffer(rate_cap_hz=2.0, window_ns=None)  # per camera: 450 ms apart
+    stored = buffer.add(_frame("a", 0))
+    assert buffer.add(_frame("a", 100 * MS)) is None  # refused on arrival by a's cap
+    # A set of a@0 (already stored: linked, not duplicated) and b@5 (new: stored).
+    first = buffer.add_set([_frame("a", 0), _frame("b", 5 * MS)])
+    (frame_set,) = buffer.query_sets()
+    assert frame_set.set_id == first and frame_set.frames["a"] is stored and len(buffer) == 2
+    # An admitted set stores a member the per-camera cap refuses (a@700 is 100 ms after a@600).
+    buffer.add(_frame("a", 600 * MS))
+    assert buffer.add_set([_frame("a", 700 * MS), _frame("b", 700 * MS)]) is not None
+    assert [f.stamp_ns // MS for f in buffer.query(["a"])] == [0, 600, 700]
+    assert buffer.drop_counts("a")["rate_cap"] == 1 and buffer.drop_counts("a")["duplicate"] == 0
+
+
+def test_nearest_frames_where_no_set_formed() -> None:
+    buffer = FrameBuffer(window_ns=None)
+    for i in range(10):  # three 10 Hz cameras far out of phase: the synchronizer would make no set
+        for camera, phase in (("a", 0), ("b", 48), ("c", 97)):
+            buffer.add(_frame(camera, i * 100 * MS + phase * MS))
+    nearest = buffer.nearest_frames(500 * MS)
+    assert {c: f.stamp_ns // MS for c, f in nearest.frames.items()} == {"a": 500, "b": 548, "c": 497}
+    assert nearest.spread_ns == 51 * MS
+    only = buffer.nearest_frames(10 * S, cameras=["c", "nope"])
+    assert {c: f.stamp_ns // MS for c, f in only.frames.items()} == {"c": 997} and only.spread_ns == 0
+    assert buffer.nearest_frames(0, cameras=[]).frames == {}
 
 
 def test_add_set_rejects_two_frames_of_one_camera() -> None:
@@ -203,7 +247,7 @@ def test_add_set_rejects_two_frames_of_one_camera() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"memory_budget_bytes": 0}, {"window_ns": 0}, {"rate_cap_hz": 0.0}, {"rate_cap_hz": {"a": -1.0}},
-     {"max_pixels": 0}, {"time_jump_threshold_ns": -1}],
+     {"max_pixels": 0}],
 )
 def test_invalid_configuration_raises(kwargs) -> None:
     with pytest.raises(ValueError):
@@ -247,51 +291,41 @@ def test_concurrent_adds_and_queries_keep_the_buffer_consistent() -> None:
     assert sum(s.count for s in buffer.camera_stats().values()) == len(buffer)
 
 
-def _capped_buffer() -> FrameBuffer:
-    """a capped at 5 Hz (180 ms with the tolerance), b at 10 Hz (90 ms), c uncapped; one set at 1002 ms."""
-    buffer = FrameBuffer(rate_cap_hz={"a": 5.0, "b": 10.0}, window_ns=None, time_jump_threshold_ns=3 * S)
-    assert buffer.rate_capped_span_ns("a") is None  # no set yet
-    assert buffer.add_set([_frame("a", 1000 * MS), _frame("b", 1002 * MS), _frame("c", 990 * MS)]) is not None
-    return buffer
+def test_refuse_by_stamp_is_exactly_what_add_refuses_and_counts_it() -> None:
+    def buffer_with_frames() -> FrameBuffer:
+        buffer = FrameBuffer(rate_cap_hz={"a": 5.0}, window_ns=2 * S)  # a: 180 ms apart
+        for stamp in (1000, 1500, 2000, 2600):
+            buffer.add(_frame("a", stamp * MS))
+            buffer.add(_frame("b", stamp * MS))
+        return buffer
+
+    for camera, stamp, reason in [
+        ("a", 2000, "duplicate"), ("a", 500, "too_old"), ("a", 2100, "rate_cap"), ("a", 2300, None),
+        ("b", 2100, None), ("c", 2100, None),
+    ]:
+        by_stamp, by_frame = buffer_with_frames(), buffer_with_frames()
+        assert by_stamp.refuse_by_stamp(camera, stamp * MS) == reason
+        assert (by_frame.add(_frame(camera, stamp * MS)) is None) == (reason is not None)
+        assert by_stamp.drop_counts(camera) == by_frame.drop_counts(camera)
+        assert len(by_stamp) == 8  # refusing by stamp stores nothing
 
 
-def test_rate_capped_span_is_exactly_what_add_set_refuses() -> None:
-    buffer = _capped_buffer()
-    assert buffer.rate_capped_span_ns("a") == (1002 * MS, 1182 * MS)
-    assert buffer.rate_capped_span_ns("b") == (1002 * MS, 1092 * MS)
-    assert buffer.rate_capped_span_ns("c") is None  # uncapped
-    # Whatever the other members, a set with "a" stamped inside the span is refused, and one at its end
-    # is not (a b-only set is, up to b's shorter span).
+def test_refuse_rate_capped_set_is_exactly_what_add_set_refuses() -> None:
+    def capped() -> FrameBuffer:
+        """a capped at 5 Hz (180 ms with the tolerance), b at 10 Hz (90 ms), c uncapped; a set at 1002 ms."""
+        buffer = FrameBuffer(rate_cap_hz={"a": 5.0, "b": 10.0}, window_ns=None)
+        assert buffer.add_set([_frame("a", 1000 * MS), _frame("b", 1002 * MS), _frame("c", 990 * MS)]) is not None
+        return buffer
+
     for members, stamp_ns, refused in [
         ("a", 1002 * MS, True), ("ac", 1182 * MS - 1, True), ("abc", 1182 * MS - 1, True),
-        ("a", 1182 * MS, False), ("b", 1092 * MS - 1, True), ("bc", 1092 * MS, False),
+        ("a", 1182 * MS, False), ("b", 1092 * MS - 1, True), ("bc", 1092 * MS, False), ("c", 1003 * MS, False),
     ]:
         stamps = {camera: stamp_ns - i * MS for i, camera in enumerate(members)}  # the newest is the stamp
-        assert _capped_buffer().skip_rate_capped_set(stamps) is refused
-        fresh = _capped_buffer()
-        assert (fresh.add_set([_frame(c, t) for c, t in stamps.items()]) is None) is refused
-    # Refusing by stamps counts as add_set counts, and stores nothing.
-    by_stamps, by_frames = _capped_buffer(), _capped_buffer()
-    stamps = {"a": 1100 * MS, "b": 1105 * MS}
-    assert by_stamps.skip_rate_capped_set(stamps)
-    assert by_frames.add_set([_frame(c, t) for c, t in stamps.items()]) is None
-    for camera in "abc":
-        assert by_stamps.drop_counts(camera) == by_frames.drop_counts(camera)
-    assert by_stamps.drop_counts("a")["rate_cap"] == 1 and len(by_stamps) == len(by_frames) == 3
-    # A later set moves the span on; with nothing stored there is none.
-    buffer.add_set([_frame("a", 1300 * MS)])
-    assert buffer.rate_capped_span_ns("a") == (1300 * MS, 1480 * MS)
-    buffer.clear()
-    assert buffer.rate_capped_span_ns("a") is None
-
-
-def test_skip_rate_capped_set_leaves_time_jumps_to_add_set() -> None:
-    buffer = _capped_buffer()
-    # A stamp 4 s behind a's newest (the bag looped): add_set would clear the buffer and store the set,
-    # so it is not refused by stamps, and the buffer is left as it was.
-    buffer.add_set([_frame("a", 5 * S)])
-    assert not buffer.skip_rate_capped_set({"a": 1002 * MS})
-    assert buffer.set_count() == 2 and buffer.time_jumps == 0 and buffer.drop_counts()["rate_cap"] == 0
-    assert buffer.add_set([_frame("a", 1002 * MS)]) is not None and buffer.time_jumps == 1
+        by_stamps, by_frames = capped(), capped()
+        assert by_stamps.refuse_rate_capped_set(stamps) is refused
+        assert (by_frames.add_set([_frame(c, t) for c, t in stamps.items()]) is None) is refused
+        assert by_stamps.sets_refused_rate_cap == by_frames.sets_refused_rate_cap == int(refused)
+        assert by_stamps.set_count() == 1 and len(by_stamps) == 3
     with pytest.raises(ValueError, match="at least one"):
-        buffer.skip_rate_capped_set({})
+        capped().refuse_rate_capped_set({})

@@ -1,6 +1,7 @@
-"""Synchronizers on crafted stamp sequences: message_filters semantics, overflow, slop boundary,
-dead camera → partial sets → recovery, time jumps, and agreement with a reference transcription of
-message_filters' Python algorithm on random streams."""
+"""The synchronizer on crafted stamp sequences: message_filters semantics, overflow, slop boundary,
+dead camera → partial sets → recovery, reset, agreement with a reference transcription of
+message_filters' Python algorithm on random and adversarial streams, and a bounded matching cost
+(counted in operations, never timed)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from oryx_ros.perception.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, feed
+from oryx_ros.perception.sync import ApproximateTimeSynchronizer, feed
 
 MS = 1_000_000
 
@@ -113,30 +116,23 @@ def test_wall_clock_declares_a_camera_dead_when_stamps_do_not() -> None:
     assert result.missing == ("b",)
 
 
-def test_backwards_time_jump_clears_queues() -> None:
-    sync = ApproximateTimeSynchronizer(["a", "b"], queue_size=10, slop_ns=20 * MS, time_jump_threshold_ns=1000 * MS,
-                                       dead_camera_timeout_ns=500 * MS)
+def test_reset_forgets_queues_and_stamps_but_keeps_counters() -> None:
+    # What the stamp gate does on a confirmed backwards jump (the synchronizer no longer judges stamps).
+    sync = ApproximateTimeSynchronizer(["a", "b"], queue_size=10, slop_ns=20 * MS, dead_camera_timeout_ns=500 * MS)
     feed(sync, [("a", 10_000 * MS, 0), ("b", 10_000 * MS, 0), ("a", 10_100 * MS, 0)])
+    sync.reset()
     sets = feed(sync, [("a", 0, "new"), ("b", 0, "new")])  # a bag loops back to its start
     assert len(sets) == 1 and not sets[0].partial and sets[0].items == {"a": "new", "b": "new"}
     stats = sync.stats()
-    assert stats.time_jumps == 1 and stats.cleared_on_time_jump == 1
-    assert stats.last_stamp_ns == {"a": 0, "b": 0}
+    assert stats.resets == 1 and stats.full_sets == 2 and stats.last_stamp_ns == {"a": 0, "b": 0}
 
 
-def test_a_camera_with_a_lagging_clock_does_not_reset_the_queues() -> None:
-    sync = ApproximateTimeSynchronizer(["a", "usb"], queue_size=10, slop_ns=20 * MS, time_jump_threshold_ns=1000 * MS)
+def test_old_stamps_are_matched_not_judged() -> None:
+    # A camera whose clock lags, or a stale frame, is just an item: no queue is cleared.
+    sync = ApproximateTimeSynchronizer(["a", "usb"], queue_size=10, slop_ns=20 * MS)
     feed(sync, [("a", 10_000 * MS + i * 100 * MS, 0) for i in range(3)])
     feed(sync, [("usb", 5_000 * MS + i * 100 * MS, 0) for i in range(3)])  # its own clock, 5 s behind
-    stats = sync.stats()
-    assert stats.time_jumps == 0 and stats.queued == {"a": 3, "usb": 3}
-
-
-def test_exact_synchronizer_needs_identical_stamps() -> None:
-    sync = ExactTimeSynchronizer(["a", "b"], queue_size=5)
-    assert len(feed(sync, [("a", 5, 0), ("b", 5, 0)])) == 1
-    assert feed(sync, [("a", 6, 0), ("b", 7, 0)]) == []
-    assert len(sync.add("b", 6, 0)) == 1
+    assert sync.stats().queued == {"a": 3, "usb": 3} and sync.stats().resets == 0
 
 
 def test_invalid_configuration_and_input_raise() -> None:
@@ -202,3 +198,53 @@ def test_agrees_with_message_filters_on_random_streams(seed: int) -> None:
     got = [[s.items[c] for c in cameras] for s in feed(sync, events)]
     assert got == expected
     assert len(got) > 20  # the streams do synchronise, so the comparison is not vacuous
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n_cameras=st.integers(2, 4),
+    slop=st.integers(1, 12),
+    queue_size=st.integers(1, 6),
+    raw=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40)), min_size=1, max_size=60),
+)
+def test_agrees_with_message_filters_on_dense_crafted_stamps(n_cameras, slop, queue_size, raw) -> None:
+    # Dense stamps, ties, repeats and small slops: where the feasibility search and the product walk
+    # could disagree if the search were not exact.
+    cameras = ["a", "b", "c", "d"][:n_cameras]
+    events = [(cameras[c % n_cameras], stamp, (k, stamp)) for k, (c, stamp) in enumerate(raw)]
+    expected = _reference_message_filters(cameras, queue_size, slop, events)
+    got = [[s.items[c] for c in cameras] for s in feed(ApproximateTimeSynchronizer(cameras, queue_size, slop), events)]
+    assert got == expected
+
+
+def _adversarial_queues(per_camera: int) -> tuple[list[tuple[str, int, int]], int]:
+    """Stamps for which the product order reaches its first combination within slop late: every
+    candidate of "a" but the farthest is on the far side of the arriving c@0 from all of "b"'s."""
+    slop = 1000
+    a = [501 + i for i in range(per_camera - 1)] + [-999]
+    b = [-501 - i for i in range(per_camera)]  # those beyond -1000 are queued but no candidates
+    return [("a", s, s) for s in a] + [("b", s, s) for s in b], slop
+
+
+def test_one_add_stays_cheap_for_any_stamps_and_the_largest_queue() -> None:
+    # queue_size 1000 (the parameter's maximum), 3 cameras, stamps crafted so message_filters' product walk
+    # visits ~250 000 combinations before the first one within slop. Counted, not timed.
+    events, slop = _adversarial_queues(1000)
+    sync = ApproximateTimeSynchronizer(["a", "b", "c"], queue_size=1000, slop_ns=slop)
+    assert feed(sync, events) == []  # nothing matches without c
+    before = sync.stats().match_steps
+    (result,) = sync.add("c", 0, 0)
+    steps = sync.stats().match_steps - before
+    queued = len(events)
+    assert _stamps(result)["c"] == 0 and _stamps(result)["a"] == -999  # the first feasible in product order
+    assert max(_stamps(result).values()) - min(_stamps(result).values()) < slop
+    # (2 * cameras + 1) sweeps of the candidates plus collecting them: linear in what is queued.
+    assert steps <= 10 * queued, steps
+
+
+def test_adversarial_match_equals_the_product_walk() -> None:
+    events, slop = _adversarial_queues(120)  # small enough for the reference's product walk
+    full = [*events, ("c", 0, 0)]
+    expected = _reference_message_filters(["a", "b", "c"], 1000, slop, full)
+    got = [[s.items[c] for c in "abc"] for s in feed(ApproximateTimeSynchronizer(["a", "b", "c"], 1000, slop), full)]
+    assert got == expected and len(got) == 1

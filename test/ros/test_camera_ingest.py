@@ -1,7 +1,10 @@
-"""CameraIngest in one process over real Fast DDS: bad messages are counted and throttled, depth pairs
-with colour in either order (or is given up on), CameraInfo is cached and scaled, dead cameras give
-partial sets, messages the rate cap will refuse are not decoded (and the same sets are stored).
-Messages are published one at a time and the test waits for each to be handled."""
+"""CameraIngest in one process over real Fast DDS: bad messages are counted by reason and throttled, depth
+pairs with colour in either order (or is given up on), CameraInfo is cached and scaled, dead cameras give
+partial sets, messages the rate cap will refuse are not decoded (and the same sets are stored); and field
+faults: one future stamp then silence, cameras out of phase, non-normalised nanosec and stale frames, a
+looped bag, /clock going back. Storage of the other cameras never stops, nothing is wiped by one
+message, and the diagnostics say what happened. Messages are published one at a time and the test waits
+for each to be handled."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from oryx_ros.ros.camera_ingest import CameraConfig, CameraIngest  # noqa: E402
 from oryx_ros.ros.conversions import intrinsics_to_camera_info, ns_to_stamp  # noqa: E402
 
 MS = 1_000_000
+S = 1_000_000_000
 T0 = 1_000 * 1_000_000_000
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -120,6 +124,9 @@ def test_bad_messages_are_counted_throttled_and_do_not_stop_the_stream(ros_conte
         raw = harness.counters("raw")
         assert raw.images == 3 and raw.camera_infos == 1 and raw.frames == 0
         assert "uncalibrated" in raw.last_error
+        # By reason (the codec's / CameraInfoError's ``reason``, else the error type).
+        assert sum(raw.rejected_images.values()) == 3 and sum(raw.rejected_camera_infos.values()) == 1
+        assert sum(harness.counters("jpeg").rejected_images.values()) == 1
         warnings = [text for level, text in harness.logger.records if level == "warning"]
         assert len([w for w in warnings if "'raw': dropped a image" in w]) == 1
         assert any("'jpeg': dropped a image" in w and "cannot decode" in w for w in warnings)
@@ -255,7 +262,7 @@ def _decode_spy(monkeypatch) -> list[int]:
     calls: list[int] = []
     for name in ("to_rgb", "to_depth_m"):
         real = getattr(camera_ingest, name)
-        monkeypatch.setattr(camera_ingest, name, lambda msg, real=real: calls.append(1) or real(msg))
+        monkeypatch.setattr(camera_ingest, name, lambda msg, real=real, **kw: calls.append(1) or real(msg, **kw))
     return calls
 
 
@@ -340,3 +347,172 @@ def test_configuration_errors_raise(ros_context) -> None:
                          synchronizer=ApproximateTimeSynchronizer(["b"], 5, 10))
     finally:
         node.destroy_node()
+
+
+# --- field faults ------------------------------------------------------------------------------------
+
+CAMERAS = ["cam0", "cam1", "cam2"]
+
+
+def _configs(names=CAMERAS) -> list[CameraConfig]:
+    return [CameraConfig(name, f"/{name}/image_raw") for name in names]
+
+
+def _stamped(stamp_ns: int, *, nanosec: int | None = None):
+    msg = _image(max(stamp_ns, 0))
+    if nanosec is not None:
+        msg.header = Header(stamp=Time(sec=stamp_ns // S, nanosec=nanosec), frame_id="cam_optical")
+    return msg
+
+
+class FakeClock:
+    """Monotonic seconds the test advances (arrival time for the no-set warning)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _send(harness: Harness, camera: str, msg) -> None:
+    before = harness.counters(camera).images
+    harness.send(f"/{camera}/image_raw", msg, lambda: harness.counters(camera).images == before + 1)
+
+
+@pytest.mark.parametrize("clock_known", [True, False])
+def test_future_stamp_then_silence_does_not_stop_or_evict_the_others(ros_context, clock_known) -> None:
+    wall = time.time_ns()
+    buffer = FrameBuffer(window_ns=10 * S)
+    harness = Harness(ros_context, _configs(), buffer, now_ns=(lambda: wall) if clock_known else (lambda: 0))
+    try:
+        base = wall - 5 * S  # stamps a little behind the node's clock, as from a live driver
+        for camera in CAMERAS:
+            _send(harness, camera, _stamped(base))
+        _send(harness, "cam2", _stamped(base + 3600 * S))  # an hour ahead, then cam2 goes quiet
+        for i in range(1, 21):
+            for camera in ("cam0", "cam1"):
+                _send(harness, camera, _stamped(base + i * 100 * MS))
+        assert len(buffer.query(["cam0"])) == len(buffer.query(["cam1"])) == 21  # every frame stored
+        assert buffer.drop_counts()["evicted_window"] == 0 and buffer.drop_counts()["too_old"] == 0
+        assert harness.ingest.stats().time_jumps == 0
+        if clock_known:
+            assert harness.counters("cam2").quarantined == {"future": 1}
+            assert len(buffer.query(["cam2"])) == 1
+            level, message, values = harness.ingest.diagnostic_status()
+            assert level == 1 and "1 stamps quarantined" in message and "future 1" in message
+            assert ("cam2 quarantined future", "1") in values
+        else:  # sim time before the first /clock: no future check, but the window ignores the outlier
+            assert buffer.reference_stamp_ns() == base + 2 * S
+    finally:
+        harness.close()
+
+
+def test_out_of_phase_cameras_are_all_stored_and_the_warning_names_the_offsets(ros_context) -> None:
+    clock = FakeClock()
+    sync = ApproximateTimeSynchronizer(CAMERAS, 10, 20 * MS, dead_camera_timeout_ns=1 * S)
+    harness = Harness(ros_context, _configs(), FrameBuffer(window_ns=None), synchronizer=sync, clock=clock,
+                      no_set_warn_s=1.0)
+    try:
+        phases = {"cam0": 0, "cam1": 30 * MS, "cam2": 60 * MS}  # 10 Hz, started independently
+        for i in range(20):
+            for camera, phase in phases.items():
+                _send(harness, camera, _stamped(1000 * S + i * 100 * MS + phase))
+            clock.now += 0.1
+        assert {c: len(harness.buffer.query([c])) for c in CAMERAS} == dict.fromkeys(CAMERAS, 20)
+        assert harness.buffer.set_count() == 0 and sync.stats().full_sets == 0
+        level, message, _ = harness.ingest.diagnostic_status()
+        assert level == 1, message
+        assert "cameras stream but no synchronized set formed in the last 1 s: offsets vs cam0:" in message
+        assert "cam1 +30 ms" in message and "cam2 +60 ms" in message and "(slop 20 ms)" in message
+        # Nearest frames are there for what needs simultaneous views anyway.
+        nearest = harness.buffer.nearest_frames(1000 * S + 1930 * MS)
+        assert set(nearest.frames) == set(CAMERAS) and nearest.spread_ns == 60 * MS
+    finally:
+        harness.close()
+
+
+def test_in_phase_cameras_form_sets_and_the_status_is_ok(ros_context) -> None:
+    clock = FakeClock()
+    harness = Harness(ros_context, _configs(), FrameBuffer(window_ns=None), clock=clock, no_set_warn_s=1.0)
+    try:
+        for i in range(20):
+            for k, camera in enumerate(CAMERAS):
+                _send(harness, camera, _stamped(1000 * S + i * 100 * MS + k * MS))
+            clock.now += 0.1
+        assert harness.buffer.set_count() == 20 and len(harness.buffer) == 60
+        assert harness.ingest.diagnostic_status()[:2] == (0, "all cameras streaming")
+    finally:
+        harness.close()
+
+
+def test_non_normalised_nanosec_and_stale_frames_do_not_wipe(ros_context) -> None:
+    harness = Harness(ros_context, _configs(["cam0", "cam1"]), FrameBuffer(window_ns=60 * S))
+    try:
+        for i in range(10):
+            for camera in ("cam0", "cam1"):
+                _send(harness, camera, _stamped(1000 * S + i * 100 * MS))
+            if i == 4:
+                _send(harness, "cam0", _stamped(1000 * S, nanosec=1_500_000_000))
+            if i in (5, 7):  # a stale frame released late, 10 s old (e.g. after a lost frame)
+                _send(harness, "cam1", _stamped(990 * S + i * MS))
+        assert len(harness.buffer) == 20 and harness.buffer.drop_counts()["time_jump"] == 0
+        assert harness.counters("cam0").quarantined == {"nanosec_not_normalised": 1}
+        assert harness.counters("cam1").quarantined == {"time_jump_unconfirmed": 2}
+        assert harness.ingest.stats().time_jumps == 0 and harness.buffer.set_count() == 10
+    finally:
+        harness.close()
+
+
+def test_a_looped_bag_is_confirmed_and_storage_resumes_on_the_new_base(ros_context) -> None:
+    harness = Harness(ros_context, _configs(["cam0", "cam1"]), FrameBuffer(window_ns=60 * S))
+    try:
+        for i in range(10):
+            for camera in ("cam0", "cam1"):
+                _send(harness, camera, _stamped(1000 * S + i * 100 * MS))
+        for i in range(5):  # the bag starts again, 1 s of stamps behind
+            for camera in ("cam0", "cam1"):
+                _send(harness, camera, _stamped(999 * S + i * 100 * MS))
+        # Out of order within the 3 s threshold: not a jump; those stamps are simply stored too.
+        assert harness.ingest.stats().time_jumps == 0 and len(harness.buffer) == 30
+        for i in range(5):  # now a real loop: 100 s back
+            for camera in ("cam0", "cam1"):
+                _send(harness, camera, _stamped(900 * S + i * 100 * MS))
+        stats = harness.ingest.stats()
+        assert stats.time_jumps == 1 and harness.buffer.time_jumps == 1
+        # The first two stamps of the new base were held back until confirmed; the rest is stored.
+        assert sum(c.quarantined.get("time_jump_unconfirmed", 0) for c in stats.cameras.values()) == 2
+        assert [f.stamp_ns // MS for f in harness.buffer.query(["cam0"])] == [900_100, 900_200, 900_300, 900_400]
+        assert harness.buffer.drop_counts()["time_jump"] == 30
+    finally:
+        harness.close()
+
+
+def test_clock_going_back_clears_at_once(ros_context) -> None:
+    harness = Harness(ros_context, _configs(["cam0"]), FrameBuffer(window_ns=60 * S))
+    try:
+        for i in range(5):
+            _send(harness, "cam0", _stamped(1000 * S + i * 100 * MS))
+        harness.ingest.on_clock_jump()  # what the node calls from its /clock jump callback
+        assert len(harness.buffer) == 0 and harness.ingest.stats().time_jumps == 1
+        _send(harness, "cam0", _stamped(10 * S))
+        assert [f.stamp_ns for f in harness.buffer.query()] == [10 * S]
+    finally:
+        harness.close()
+
+
+def test_decode_limit_and_future_tolerance_are_settable_at_run_time(ros_context) -> None:
+    wall = time.time_ns()
+    harness = Harness(ros_context, _configs(["cam0"]), FrameBuffer(), now_ns=lambda: wall)
+    try:
+        _send(harness, "cam0", _stamped(wall + 5 * S))
+        assert harness.counters("cam0").quarantined == {"future": 1}
+        harness.ingest.future_tolerance_ns = 10 * S
+        _send(harness, "cam0", _stamped(wall + 5 * S + 1))
+        assert len(harness.buffer) == 1
+        harness.ingest.max_decode_pixels = 100
+        assert harness.ingest.max_decode_pixels == 100
+        with pytest.raises(ValueError):
+            harness.ingest.max_decode_pixels = 0
+    finally:
+        harness.close()
