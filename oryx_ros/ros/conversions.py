@@ -16,9 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 from oryx_ros.perception.frames import CameraIntrinsics, Frame
-from oryx_ros.perception.image_codec import ImageConversionError, to_depth_m, to_rgb
+from oryx_ros.perception.image_codec import MAX_DECODE_PIXELS, ImageConversionError, to_depth_m, to_rgb
 
 __all__ = [
+    "CAMERA_INFO_ERROR_REASONS",
+    "DISTORTION_COEFFICIENTS",
     "CameraInfoError",
     "camera_info_to_intrinsics",
     "depth_to_colour_size",
@@ -37,8 +39,33 @@ _INT32_MAX: Final = 2**31 - 1
 _ASPECT_TOLERANCE: Final = 0.01
 
 
+# Coefficient count of each distortion model of sensor_msgs/distortion_models.hpp.
+DISTORTION_COEFFICIENTS: Final = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
+
+# CameraInfoError.reason values.
+CAMERA_INFO_ERROR_REASONS: Final = frozenset({
+    "malformed",  # a missing field, or K / D not numbers of the right count
+    "zero_size",  # width or height 0 (before or after binning and ROI)
+    "non_finite",  # NaN or Inf in K or D
+    "uncalibrated",  # fx or fy not positive (K all zeros: the driver has no calibration)
+    "bad_k",  # K's last row is not (0, 0, 1)
+    "bad_binning",  # binning that leaves no pixel
+    "bad_roi",  # an ROI outside the sensor
+    "distortion_count",  # D's length does not match distortion_model
+    "aspect_mismatch",  # CameraInfo for another image shape than the image's
+})
+
+
 class CameraInfoError(ValueError):
-    """A sensor_msgs/CameraInfo that gives no usable pinhole model (zero size, uncalibrated K, ...)."""
+    """A sensor_msgs/CameraInfo that gives no usable pinhole model; ``reason`` (one of
+    CAMERA_INFO_ERROR_REASONS) says why."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # keep the reason through pickling
+        return type(self), (str(self), self.reason)
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -65,34 +92,85 @@ def _rosbags_module(msg_type: type) -> Any | None:
     return sys.modules[msg_type.__module__] if hasattr(msg_type, "__msgtype__") else None
 
 
+def _float_array(values: Any, what: str) -> npt.NDArray[np.float64]:
+    try:
+        return np.array(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise CameraInfoError(f"CameraInfo {what} is not a list of numbers: {err}", "malformed") from err
+
+
+def _checked_distortion(model: str, d: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """D as given when its length fits the model; empty when it is all zeros (no distortion, whatever
+    its length, as many drivers publish it); CameraInfoError otherwise. Unknown models keep their D:
+    oryx_ros.spatial refuses them where it would have to undistort."""
+    if not np.isfinite(d).all():
+        raise CameraInfoError(f"CameraInfo D has non-finite coefficients {d.tolist()}", "non_finite")
+    if not d.any():
+        return np.zeros(0)
+    expected = DISTORTION_COEFFICIENTS.get(model)
+    if expected is not None and d.size != expected:
+        raise CameraInfoError(f"CameraInfo D has {d.size} coefficients; {model} has {expected}", "distortion_count")
+    return d
+
+
 def camera_info_to_intrinsics(msg: Any) -> CameraIntrinsics:
-    """sensor_msgs/CameraInfo → CameraIntrinsics of the image as published.
+    """sensor_msgs/CameraInfo → CameraIntrinsics of the image as published, or CameraInfoError.
 
     Binning and a region of interest are applied (as image_geometry's PinholeCameraModel does), so the
     result matches the published image: ``fx / binning_x``, ``(cx - roi.x_offset) / binning_x``, size
-    ``roi.width / binning_x`` (full width when the ROI is empty).
+    ``roi.width / binning_x`` (full width when the ROI is empty; binning 0 means 1).
+
+    Validated, since a bad calibration would otherwise poison every 3D answer: K finite with positive
+    focal lengths and last row (0, 0, 1), D finite with the model's coefficient count (or all zeros), a
+    non-empty size after ROI and binning, the ROI inside the sensor. R and P are not used (the images
+    are the raw ones, which K and D describe), so they are not checked.
     """
-    width, height = int(msg.width), int(msg.height)
+    try:
+        width, height = int(msg.width), int(msg.height)
+        binning_x, binning_y = int(msg.binning_x), int(msg.binning_y)
+        roi = msg.roi
+        roi_x, roi_y, roi_width, roi_height = (int(roi.x_offset), int(roi.y_offset), int(roi.width),
+                                               int(roi.height))
+        model = str(msg.distortion_model) or "plumb_bob"
+        k_values, d_values = msg.k, msg.d
+    except (AttributeError, TypeError, ValueError, OverflowError) as err:
+        raise CameraInfoError(f"not a usable sensor_msgs/CameraInfo: {err}", "malformed") from err
     if width <= 0 or height <= 0:
-        raise CameraInfoError(f"CameraInfo has zero size ({width}x{height})")
-    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy()
-    if k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise CameraInfoError(f"CameraInfo is uncalibrated (fx={k[0, 0]}, fy={k[1, 1]})")
-    binning_x, binning_y = max(1, int(msg.binning_x)), max(1, int(msg.binning_y))
-    roi = msg.roi
-    if int(roi.width) > 0 and int(roi.height) > 0:
-        k[0, 2] -= int(roi.x_offset)
-        k[1, 2] -= int(roi.y_offset)
-        width, height = int(roi.width), int(roi.height)
-    if binning_x > 1 or binning_y > 1:
-        k[0, 0] /= binning_x
-        k[0, 2] /= binning_x
-        k[1, 1] /= binning_y
-        k[1, 2] /= binning_y
-        width, height = width // binning_x, height // binning_y
-    d = np.asarray(msg.d, dtype=np.float64).copy()
-    return CameraIntrinsics(width=width, height=height, k=k, d=d,
-                            distortion_model=str(msg.distortion_model) or "plumb_bob")
+        raise CameraInfoError(f"CameraInfo has zero size ({width}x{height})", "zero_size")
+    k = _float_array(k_values, "K")
+    if k.size != 9:
+        raise CameraInfoError(f"CameraInfo K has {k.size} values, not 9", "malformed")
+    k = k.reshape(3, 3)
+    if not np.isfinite(k).all():
+        raise CameraInfoError(f"CameraInfo K has non-finite values {k.reshape(-1).tolist()}", "non_finite")
+    if not (k[0, 0] > 0 and k[1, 1] > 0):
+        raise CameraInfoError(f"CameraInfo is uncalibrated (fx={k[0, 0]}, fy={k[1, 1]})", "uncalibrated")
+    if not np.allclose(k[2], (0.0, 0.0, 1.0)) or k[1, 0] != 0:
+        raise CameraInfoError(f"CameraInfo K is not a camera matrix (rows 2-3: {k[1:].tolist()})", "bad_k")
+    d = _checked_distortion(model, _float_array(d_values, "D"))
+    if binning_x < 0 or binning_y < 0:
+        raise CameraInfoError(f"CameraInfo binning {binning_x}x{binning_y} is negative", "bad_binning")
+    binning_x, binning_y = max(1, binning_x), max(1, binning_y)
+    if roi_width > 0 and roi_height > 0:
+        if roi_x < 0 or roi_y < 0 or roi_x + roi_width > width or roi_y + roi_height > height:
+            raise CameraInfoError(
+                f"CameraInfo ROI {roi_width}x{roi_height}+{roi_x}+{roi_y} is outside the {width}x{height} sensor",
+                "bad_roi",
+            )
+        k[0, 2] -= roi_x
+        k[1, 2] -= roi_y
+        width, height = roi_width, roi_height
+    if width // binning_x == 0 or height // binning_y == 0:
+        raise CameraInfoError(
+            f"CameraInfo binning {binning_x}x{binning_y} leaves no pixel of a {width}x{height} image", "bad_binning"
+        )
+    k[0] /= binning_x  # fx, skew, cx
+    k[1, 1:] /= binning_y  # fy, cy
+    width, height = width // binning_x, height // binning_y
+    if not (k[0, 0] > 0 and k[1, 1] > 0):  # a subnormal focal length divided by the binning
+        raise CameraInfoError(f"CameraInfo focal length underflows with binning (fx={k[0, 0]}, fy={k[1, 1]})",
+                              "uncalibrated")
+    return CameraIntrinsics(width=width, height=height, k=k, d=d, distortion_model=model)
 
 
 def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, msg_type: type, header: Any = None) -> Any:
@@ -136,7 +214,8 @@ def intrinsics_for_size(intrinsics: CameraIntrinsics, width: int, height: int) -
     if not _same_aspect(intrinsics.width, intrinsics.height, width, height):
         raise CameraInfoError(
             f"CameraInfo is for {intrinsics.width}x{intrinsics.height}, the image is {width}x{height} "
-            "(different aspect ratio)"
+            "(different aspect ratio)",
+            "aspect_mismatch",
         )
     return intrinsics.scaled(width, height)
 
@@ -150,7 +229,8 @@ def depth_to_colour_size(depth_m: npt.NDArray[np.float32], width: int, height: i
     if not _same_aspect(dw, dh, width, height):
         raise ImageConversionError(
             f"depth image {dw}x{dh} does not match colour image {width}x{height} in aspect ratio "
-            "(is the depth topic registered to the colour camera?)"
+            "(is the depth topic registered to the colour camera?)",
+            "size_mismatch",
         )
     return cv2.resize(depth_m, (width, height), interpolation=cv2.INTER_NEAREST)
 
@@ -162,17 +242,20 @@ def image_to_frame(
     depth_msg: Any = None,
     intrinsics: CameraIntrinsics | None = None,
     frame_id: str | None = None,
+    max_pixels: int = MAX_DECODE_PIXELS,
 ) -> Frame:
     """Colour Image/CompressedImage (+ registered depth Image/CompressedImage) → Frame.
 
     Stamp and frame_id come from the colour message's header (``frame_id`` overrides it). The depth
     image must be registered to the colour camera (e.g. ``aligned_depth_to_color``); when its
     resolution differs but its aspect does not, it is resized to the colour size with nearest
-    neighbour. Intrinsics are scaled to the colour size when only the resolution differs.
+    neighbour. Intrinsics are scaled to the colour size when only the resolution differs. Images of
+    more than ``max_pixels`` are refused before decoding (ImageConversionError ``too_many_pixels``).
     """
-    rgb = to_rgb(msg)
+    rgb = to_rgb(msg, max_pixels=max_pixels)
     height, width = rgb.shape[:2]
-    depth_m = None if depth_msg is None else depth_to_colour_size(to_depth_m(depth_msg), width, height)
+    depth_m = None if depth_msg is None else depth_to_colour_size(to_depth_m(depth_msg, max_pixels=max_pixels),
+                                                                  width, height)
     if intrinsics is not None:
         intrinsics = intrinsics_for_size(intrinsics, width, height)
     return Frame(

@@ -10,9 +10,12 @@ Threads and callback groups (MultiThreadedExecutor):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -32,20 +35,21 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from oryx_ros.action import Ask as AskAction
+from oryx_ros.model.planner import PlanError
 from oryx_ros.msg import SceneDescription, SceneGraph
 from oryx_ros.perception.frames import Frame
 from oryx_ros.ros.conversions import ns_to_stamp
 from oryx_ros.ros.inference_worker import CancelToken, DeadlineExceededError, InferenceWorker, WorkerBusyError
-from oryx_ros.ros.parameters import MODES, NodeConfig, declare_parameters
+from oryx_ros.ros.parameters import CONFIG_FIELDS, NodeConfig, check_parameter, declare_parameters, descriptor_range
+from oryx_ros.ros.process_memory import tune_malloc
+from oryx_ros.ros.requests import RequestError, RequestLimits, escape_prompt_text, spread_frame_cap, validate_request
 from oryx_ros.ros.scene_messages import scene_graph_message, scene_markers
 from oryx_ros.srv import Ask
 
 NS_PER_S = 1_000_000_000
+NEVER_NS = 1 << 62  # a duration no stamp gap reaches
+INTERNAL_ERROR = "internal error (see the node log)"
 SPATIAL_UNAVAILABLE = "spatial reasoning is unavailable: this build has no spatial module"
-
-
-class RequestError(ValueError):
-    """A request the node cannot serve; the message goes back to the caller as ``error``."""
 
 
 @dataclass
@@ -88,6 +92,21 @@ class RosLogHandler(logging.Handler):
             self.ros_logger.info(message)
 
 
+def _flat_counters(counter: Any) -> dict[str, Any]:
+    """A camera's ingest counters as diagnostic values; per-reason counts (quarantined stamps, rejected
+    images and CameraInfo) as ``<counter>_<reason>``, whichever of them this ingest has."""
+    if counter is None:
+        return {}
+    values: dict[str, Any] = {}
+    for key, value in vars(counter).items():
+        if isinstance(value, dict):
+            values.update({f"{key}_{reason}": count for reason, count in sorted(value.items())})
+            values[f"{key}_total"] = sum(value.values())
+        else:
+            values[key] = value
+    return values
+
+
 class OryxCore:
     """Everything the plain and the lifecycle node share; lives on a node, created in stages.
 
@@ -113,11 +132,20 @@ class OryxCore:
         self._clock_jump_handle: Any = None
         self._description_pending = False
         self._descriptions_skipped_busy = 0
+        self._description_timer: Any = None
+        # (new, text, visual) tokens of the last description: shows description.* changes taking effect
+        self._last_description_tokens: tuple[int, int, int] | None = None
+        # Per camera: (colour messages, frames accepted) at the last diagnostics tick, and the monotonic
+        # time each last grew: "no recent frames" means no messages arrived, whatever their stamps say.
+        self._arrival_counts: dict[str, tuple[int, int]] = {}
+        self._last_message_at: dict[str, float] = {}
+        self._last_accepted_at: dict[str, float] = {}
         self.sensor_group = MutuallyExclusiveCallbackGroup()
         self.service_group = ReentrantCallbackGroup()
         self.action_group = ReentrantCallbackGroup()
         self.timer_group = MutuallyExclusiveCallbackGroup()
         node.add_on_set_parameters_callback(self._validate_parameter_change)
+        node.add_post_set_parameters_callback(self._apply_parameter_change)
         package_logger = logging.getLogger("oryx_ros")
         package_logger.setLevel(logging.INFO)
         if not any(isinstance(h, RosLogHandler) for h in package_logger.handlers):
@@ -180,9 +208,8 @@ class OryxCore:
                           on_clock_change=False),
             post_callback=lambda _jump: ingest.on_clock_jump())
         self._timers = [self.node.create_timer(1.0, self._publish_diagnostics, self.timer_group)]
-        if config.description_enabled:
-            self._timers.append(
-                self.node.create_timer(config.description_period_s, self._maybe_describe, self.timer_group))
+        self._restart_description_timer()
+        self._apply_sensor_settings()
         if self.spatial is not None and config.pose_topic:
             self._pose_subscription = self.spatial.subscribe_pose(self.node, config, self.sensor_group)
         self.log.info(f"listening to {len(config.cameras)} camera(s): "
@@ -259,28 +286,106 @@ class OryxCore:
             return None
         return SpatialAdapter(self.config, self.log)
 
+    # ------------------------------------------------------------------------------------- parameters
     def _validate_parameter_change(self, parameters: Sequence[Any]) -> SetParametersResult:
-        for parameter in parameters:
-            if parameter.name in ("ask.default_mode", "description.mode") and parameter.value not in MODES:
-                return SetParametersResult(successful=False, reason=f"{parameter.name} must be one of {MODES}")
+        """Refuse, with the reason, values the descriptors' ranges cannot express (read-only parameters
+        are refused by rclpy itself, before this runs)."""
+        changed = {parameter.name: parameter.value for parameter in parameters}
+
+        def value_of(name: str) -> Any:
+            return changed[name] if name in changed else self._parameter(name)
+
+        for name, value in changed.items():
+            if name in CONFIG_FIELDS:
+                problem = check_parameter(name, value, value_of, len(self.config.cameras))
+                if problem:
+                    return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
 
+    def _apply_parameter_change(self, parameters: Sequence[Any]) -> None:
+        """Post-set hook: the new values take effect now (readers of ``self.config`` see them, the
+        objects built from them are updated); parameters read per use need nothing here."""
+        changed = {parameter.name: parameter.value for parameter in parameters if parameter.name in CONFIG_FIELDS}
+        if not changed:
+            return
+        fields = {CONFIG_FIELDS[name]: value for name, value in changed.items()}
+        self.config = dataclasses.replace(self.config, **fields)
+        if {"description.enabled", "description.period_s"} & changed.keys():
+            self._restart_description_timer()
+        if {"sync.slop_s", "sync.dead_camera_timeout_s", "sensor.max_decode_pixels",
+                "sensor.future_tolerance_s"} & changed.keys():
+            self._apply_sensor_settings()
+        if {"spatial.base_frame", "spatial.max_objects"} & changed.keys():
+            self._apply_spatial_settings()
+        self.log.info("parameters applied: " + ", ".join(f"{name}={value!r}" for name, value in changed.items()))
+
+    def _restart_description_timer(self) -> None:
+        """The description timer as ``description.enabled`` and ``description.period_s`` say (while active)."""
+        if self._description_timer is not None:
+            if self._description_timer in self._timers:
+                self._timers.remove(self._description_timer)
+            self.node.destroy_timer(self._description_timer)
+            self._description_timer = None
+        if self.ingest is None or not self.config.description_enabled:
+            return  # not active (the timers start on activate), or descriptions are off
+        self._description_timer = self.node.create_timer(self.config.description_period_s, self._maybe_describe,
+                                                         self.timer_group)
+        self._timers.append(self._description_timer)
+
+    def _apply_sensor_settings(self) -> None:
+        """Synchronizer and ingest settings from ``self.config`` (on activate and when they change)."""
+        ingest, config = self.ingest, self.config
+        if ingest is None:
+            return
+        synchronizer = getattr(ingest, "synchronizer", None)
+        if synchronizer is not None:
+            synchronizer.slop_ns = max(1, int(config.sync_slop_s * NS_PER_S))
+            # 0 = never declare a camera dead: a timeout no gap reaches (None would keep the cameras
+            # already declared dead out of matching forever).
+            synchronizer.dead_camera_timeout_ns = int(config.dead_camera_timeout_s * NS_PER_S) or NEVER_NS
+        if hasattr(ingest, "max_decode_pixels"):
+            ingest.max_decode_pixels = int(config.max_decode_pixels)
+        if hasattr(ingest, "future_tolerance_ns"):
+            ingest.future_tolerance_ns = int(config.future_tolerance_s * NS_PER_S)
+
+    def _apply_spatial_settings(self) -> None:
+        if self.spatial is None:
+            return
+        params = self.spatial.params
+        self.spatial.params = dataclasses.replace(
+            params, base_frame=self.config.base_frame,
+            marks=dataclasses.replace(params.marks, max_marks=self.config.max_objects))
+
     def _parameter(self, name: str) -> Any:
-        """Current value of a run-time tunable parameter (others are fixed in ``self.config``)."""
+        """Current value of a parameter (run-time ones may change between two reads)."""
         return self.node.get_parameter(name).value
 
+    def _request_limits(self) -> RequestLimits:
+        max_new_tokens = descriptor_range("ask.max_new_tokens")
+        return RequestLimits(
+            cameras=tuple(camera.name for camera in self.config.cameras),
+            buffer_window_s=self.config.buffer_window_s,
+            default_window_s=self._parameter("ask.default_window_s"),
+            default_mode=self._parameter("ask.default_mode"),
+            default_max_new_tokens=self._parameter("ask.max_new_tokens"),
+            max_new_tokens=int(max_new_tokens[1]) if max_new_tokens else 0,
+            max_question_chars=self._parameter("ask.max_question_chars"))
+
     # ------------------------------------------------------------------------------------------ asking
-    def _select_frames(self, cameras: Sequence[str], window_s: float) -> dict[str, list[Frame]]:
+    def _select_frames(self, cameras: Sequence[str], window_s: float, max_frames: int = 0,
+                       cap_field: str = "max_frames") -> dict[str, list[Frame]]:
+        """Each camera's frames in the window (ending at the newest buffered frame), at most ``max_frames``
+        in total (0 = all), spread over the cameras and evenly over time per camera."""
         known = [c.name for c in self.config.cameras]
         unknown = [c for c in cameras if c not in known]
         if unknown:
-            raise RequestError(f"unknown camera(s) {unknown}; this node has {known}")
-        wanted = list(cameras) or known
+            raise RequestError(f"cameras: unknown camera(s) {unknown}; this node has {known}", field="cameras")
+        wanted = list(dict.fromkeys(cameras)) or known
         stamps = [stamp for name in wanted if (stamp := self.buffer.latest_stamp_ns(name)) is not None]
         newest = max(stamps, default=None)
         if newest is None:
             raise RequestError(f"no frames buffered yet for camera(s) {wanted}: are they publishing "
-                               "(check /diagnostics)?")
+                               "(check /diagnostics)?", field="cameras")
         # The window ends at the newest buffered frame, not at "now", so a replayed bag with old stamps
         # works without use_sim_time (and with it, sim time and stamps agree anyway).
         start = newest - int(window_s * NS_PER_S)
@@ -288,7 +393,13 @@ class OryxCore:
         by_camera: dict[str, list[Frame]] = {name: [] for name in wanted}
         for frame in frames:
             by_camera[frame.camera].append(frame)
-        return {name: items for name, items in by_camera.items() if items}
+        # srv/Ask: max_frames caps the REQUEST, so the node spreads it; the engine's cap is per camera.
+        return spread_frame_cap(by_camera, max_frames, field=cap_field)
+
+    @staticmethod
+    def _engine_frame_cap(by_camera: dict[str, list[Frame]], max_frames: int) -> int:
+        """The engine's per-camera cap once the request's cap is spread: the largest share (0 = automatic)."""
+        return max((len(frames) for frames in by_camera.values()), default=0) if max_frames else 0
 
     def _visuals(self, by_camera: dict[str, list[Frame]]) -> list[Any]:
         from oryx_ros.model.engine import VisualInput
@@ -303,28 +414,23 @@ class OryxCore:
         started = time.monotonic()
         outcome = AskOutcome()
         try:
-            question = request.question.strip()
-            if not question:
-                raise RequestError("the question is empty")
-            mode = request.mode or self._parameter("ask.default_mode")
-            if mode not in MODES:
-                raise RequestError(f"mode must be one of {MODES} (or empty), got {request.mode!r}")
-            if request.window_s < 0:
-                raise RequestError("window_s must be >= 0")
-            window_s = request.window_s or self._parameter("ask.default_window_s")
-            max_new_tokens = request.max_new_tokens or self._parameter("ask.max_new_tokens")
-            by_camera = self._select_frames(list(request.cameras), window_s)
+            valid = validate_request(request, self._request_limits())
+            if valid.escaped:
+                self.log.info(f"question: escaped {valid.escaped} prompt-control sequence(s) (<image>, <|...|>)")
+            question, mode, max_new_tokens = valid.question, valid.mode, valid.max_new_tokens
+            by_camera = self._select_frames(valid.cameras, valid.window_s, valid.max_frames)
+            max_frames = self._engine_frame_cap(by_camera, valid.max_frames)
             header = Header(frame_id=self.config.base_frame, stamp=self.node.get_clock().now().to_msg())
 
             def job(token: CancelToken) -> AskOutcome:
                 def cancelled() -> bool:
                     return token() or (cancel_requested is not None and cancel_requested())
 
-                if request.spatial:
-                    return self._answer_spatial(question, by_camera, mode, request.max_frames, max_new_tokens,
+                if valid.spatial:
+                    return self._answer_spatial(question, by_camera, mode, max_frames, max_new_tokens,
                                                 header, on_token, cancelled)
                 result = self.engine.answer(question, self._visuals(by_camera), mode=mode,
-                                            max_new_tokens=max_new_tokens, max_frames=request.max_frames,
+                                            max_new_tokens=max_new_tokens, max_frames=max_frames,
                                             on_token=on_token, cancel=cancelled)
                 return self._outcome(result, token)
 
@@ -333,9 +439,13 @@ class OryxCore:
             outcome = self._wait(future, token, cancel_requested)
         except (RequestError, WorkerBusyError, DeadlineExceededError) as error:
             outcome = AskOutcome(error=str(error))
-        except Exception as error:  # the node keeps serving whatever a request does
-            self.log.error(f"request failed: {type(error).__name__}: {error}")
-            outcome = AskOutcome(error=f"{type(error).__name__}: {error}")
+        except PlanError as error:  # the planner's own words: what does not fit and what to change
+            outcome = AskOutcome(error=f"the request does not fit the model's context: {error}")
+        except Exception as error:  # the node keeps serving whatever a request does; no Python text to clients
+            self.log.error(f"request failed with an internal error ({type(error).__name__}); "
+                           "the traceback is logged at debug level")
+            self.log.debug("".join(traceback.format_exception(error)))
+            outcome = AskOutcome(error=INTERNAL_ERROR)
         outcome.latency_s = time.monotonic() - started
         return outcome
 
@@ -404,9 +514,12 @@ class OryxCore:
         return outcome.fill(response)
 
     def _on_goal(self, goal: AskAction.Goal) -> GoalResponse:
-        if not goal.question.strip():
-            self.log.warning("rejected an action goal with an empty question")
-            return GoalResponse.REJECT
+        # A bad goal is accepted and then aborted with the validation error in its result: a rejected
+        # goal would tell the client nothing about why.
+        try:
+            validate_request(goal, self._request_limits())
+        except RequestError as error:
+            self.log.warning(f"action goal will be aborted: {error}")
         return GoalResponse.ACCEPT
 
     def _on_ask_action(self, goal_handle: Any) -> AskAction.Result:
@@ -439,14 +552,18 @@ class OryxCore:
             self._descriptions_skipped_busy += 1
             self.log.debug("skipping a scene description: the model is busy")
             return
+        # Read each time: every description.* parameter takes effect at the next description.
         try:
-            by_camera = self._select_frames([], self._parameter("description.window_s"))
+            requested_frames = self._parameter("description.max_frames")
+            by_camera = self._select_frames([], self._parameter("description.window_s"), requested_frames,
+                                            cap_field="description.max_frames")
         except RequestError as error:
             self.log.info(f"no scene description yet: {error}", throttle_duration_sec=30.0)
             return
-        prompt = self._parameter("description.prompt")
+        # The operator's prompt is escaped like a client's question (it never injects visual tokens).
+        prompt, _ = escape_prompt_text(self._parameter("description.prompt").strip())
         mode = self._parameter("description.mode")
-        max_frames = self._parameter("description.max_frames")
+        max_frames = self._engine_frame_cap(by_camera, requested_frames)
         max_new_tokens = self._parameter("description.max_new_tokens")
         started = time.monotonic()
 
@@ -455,6 +572,8 @@ class OryxCore:
         def job(token: CancelToken) -> tuple[Any, Any]:
             result = self.engine.answer(prompt, self._visuals(by_camera), mode=mode, max_new_tokens=max_new_tokens,
                                         max_frames=max_frames, cancel=token)
+            self._last_description_tokens = (result.new_tokens, result.prompt_tokens - result.visual_tokens,
+                                             result.visual_tokens)
             return result, self.spatial.build(by_camera) if with_scene else None
 
         try:
@@ -498,20 +617,16 @@ class OryxCore:
 
         counters = self.ingest.stats().cameras if self.ingest is not None else {}
         buffer_cameras = self.buffer.camera_stats()
+        # Stamps are compared with the stamps of the other cameras (their own time base), arrivals with
+        # this process's monotonic clock: a bag replayed without use_sim_time has old stamps but is live.
+        newest_ns = max((c.last_stamp_ns for c in counters.values() if c.last_stamp_ns), default=None)
         for camera in self.config.cameras:
             counter = counters.get(camera.name)
-            last_ns = counter.last_stamp_ns if counter is not None else None
-            # Staleness against the node clock: with use_sim_time this is /clock, else wall time (a replayed
-            # bag with old stamps then shows as stale, which is true of its data).
-            stale_s = (now_ns - last_ns) / NS_PER_S if last_ns else float("inf")
-            healthy = last_ns is not None and stale_s < max(5.0, 5 * self.config.dead_camera_timeout_s)
+            level, message, values = self._camera_health(camera.name, counter, newest_ns, now_ns)
             stored = buffer_cameras.get(camera.name)
-            array.status.append(status(
-                f"camera {camera.name}", DiagnosticStatus.OK if healthy else DiagnosticStatus.WARN,
-                "ok" if healthy else "no recent frames",
-                {"topic": camera.image_topic, "staleness_s": f"{stale_s:.2f}",
-                 "stored_rate_hz": f"{stored.rate_hz:.2f}" if stored else "0",
-                 **(vars(counter) if counter is not None else {})}))
+            array.status.append(status(f"camera {camera.name}", level, message, {
+                "topic": camera.image_topic, **values,
+                "stored_rate_hz": f"{stored.rate_hz:.2f}" if stored else "0", **_flat_counters(counter)}))
         if self.ingest is not None:
             level, message, values = self.ingest.diagnostic_status()
             array.status.append(status("synchronizer", bytes([level]), message, dict(values)))
@@ -529,8 +644,64 @@ class OryxCore:
             "rejected_busy": worker.rejected_busy, "expired": worker.expired,
             "last_latency_s": f"{worker.last_latency_s:.3f}", "descriptions_skipped_busy":
             self._descriptions_skipped_busy, **{f"token_cache_{k}": v for k, v in
-                                                vars(self.engine.cache_stats()).items()}}))
+                                                vars(self.engine.cache_stats()).items()},
+            **(dict(zip(("last_description_new_tokens", "last_description_text_tokens",
+                         "last_description_visual_tokens"), self._last_description_tokens, strict=True))
+               if self._last_description_tokens else {})}))
+        array.status.append(status("parameters in effect", DiagnosticStatus.OK, "ok", self._settings_in_effect()))
         self.diagnostics_pub.publish(array)
+
+    def _camera_health(self, camera: str, counter: Any, newest_ns: int | None, now_ns: int
+                       ) -> tuple[bytes, str, dict[str, str]]:
+        """(level, message, values) of one camera: WARN when no message arrived recently (monotonic
+        time), when messages arrive but none is accepted, or when its stamps lag the other cameras'."""
+        now = time.monotonic()
+        messages = counter.images if counter is not None else 0
+        accepted = counter.frames if counter is not None else 0
+        previous = self._arrival_counts.get(camera)
+        if messages and (previous is None or messages != previous[0]):
+            self._last_message_at[camera] = now
+        if accepted and (previous is None or accepted != previous[1]):
+            self._last_accepted_at[camera] = now
+        self._arrival_counts[camera] = (messages, accepted)
+        quiet_s = max(5.0, 5 * self.config.dead_camera_timeout_s)
+        message_age = now - self._last_message_at[camera] if camera in self._last_message_at else math.inf
+        accepted_age = now - self._last_accepted_at[camera] if camera in self._last_accepted_at else math.inf
+        last_ns = counter.last_stamp_ns if counter is not None else None
+        lag_s = (newest_ns - last_ns) / NS_PER_S if last_ns and newest_ns else math.inf
+        values = {"last_message_age_s": f"{message_age:.1f}", "last_frame_age_s": f"{accepted_age:.1f}",
+                  "stamp_lag_s": f"{lag_s:.2f}",
+                  # Informational: how far the stamps are behind the node's clock (large for a replayed bag).
+                  "stamp_behind_clock_s": f"{(now_ns - last_ns) / NS_PER_S:.2f}" if last_ns else "inf"}
+        if not messages:
+            return DiagnosticStatus.WARN, "no recent frames: no message received yet", values
+        if message_age > quiet_s:
+            return DiagnosticStatus.WARN, f"no recent frames: no message for {message_age:.0f} s", values
+        if accepted_age > quiet_s:
+            return (DiagnosticStatus.WARN, f"messages arrive but no frame was accepted for {accepted_age:.0f} s "
+                    "(see quarantined_* and rejected_*)", values)
+        if lag_s > quiet_s:
+            return DiagnosticStatus.WARN, f"stamps {lag_s:.1f} s behind the newest camera's", values
+        return DiagnosticStatus.OK, "ok", values
+
+    def _settings_in_effect(self) -> dict[str, Any]:
+        """The run-time parameters as the objects using them hold them (not as declared)."""
+        values: dict[str, Any] = {}
+        synchronizer = getattr(self.ingest, "synchronizer", None)
+        if synchronizer is not None:
+            values["sync.slop_s"] = f"{synchronizer.slop_ns / NS_PER_S:g}"
+            timeout = synchronizer.dead_camera_timeout_ns
+            values["sync.dead_camera_timeout_s"] = "0" if timeout in (None, NEVER_NS) else f"{timeout / NS_PER_S:g}"
+        if hasattr(self.ingest, "max_decode_pixels"):
+            values["sensor.max_decode_pixels"] = self.ingest.max_decode_pixels
+        if hasattr(self.ingest, "future_tolerance_ns"):
+            values["sensor.future_tolerance_s"] = f"{self.ingest.future_tolerance_ns / NS_PER_S:g}"
+        timer = self._description_timer
+        values["description.period_s"] = f"{timer.timer_period_ns / NS_PER_S:g}" if timer is not None else "off"
+        if self.spatial is not None:
+            values["spatial.base_frame"] = self.spatial.params.base_frame
+            values["spatial.max_objects"] = self.spatial.params.marks.max_marks
+        return values
 
 
 class OryxNode(Node):
@@ -585,6 +756,7 @@ class OryxLifecycleNode(LifecycleNode):
 
 def _spin(node_class: type[Node], argv: Sequence[str] | None) -> int:
     args = [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+    tune_malloc()  # before DDS and the executor start threads: camera-sized buffers must not fragment the heap
     try:
         with rclpy.init(args=args):
             node = node_class()

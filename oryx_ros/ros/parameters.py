@@ -3,19 +3,31 @@
 Parameters are grouped by concern as in ``config/oryx.yaml``. Cameras are a list of names
 (``cameras.names``) plus one group of parameters per name (``cameras.<name>.image_topic`` ...),
 since ROS parameters cannot hold a list of structures.
+
+Every parameter either takes effect at run time or is declared read-only (``ros2 param set`` then
+refuses it, with the reason "read-only"): read-only are those that would need new subscriptions, a new
+model, a new buffer or a new worker (the camera groups, ``buffer.*``, ``model.*``, ``planner.*``,
+``ask.queue_size``, ``sync.queue_size``, ``qos.*``, ``spatial.pose_*``). The others are applied by
+the node when set (``OryxCore._apply_parameter_change``) or read each time they are used. Values the
+descriptors' ranges cannot express are checked by :func:`check_parameter` (at start-up and on every set).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
+from oryx_ros.perception import image_codec
 from oryx_ros.ros.camera_ingest import CameraConfig
+from oryx_ros.ros.requests import MAX_FRAMES, MAX_NEW_TOKENS, MAX_QUESTION_CHARS, MODES
 
-MODES = ("auto", "image", "video", "video_long", "multiview")
+# Largest decoded image area by default: the codec's limit once it has one, else 4K UHD-ish (4096x2304).
+DEFAULT_MAX_DECODE_PIXELS = int(getattr(image_codec, "MAX_DECODE_PIXELS", 4096 * 2304))
 DEVICES_HINT = "cpu, cuda, cuda:N, or auto (spread over all GPUs, for 34B/32B)"
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
@@ -63,7 +75,16 @@ class NodeConfig:
     publish_marked_views: bool
     sensor_qos_reliable: bool
     sensor_qos_depth: int
+    max_question_chars: int = MAX_QUESTION_CHARS
+    max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
+    future_tolerance_s: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Why a read-only parameter is read-only (ros2 param describe shows it as additional_constraints).
+FIXED_SUBSCRIPTIONS = "read-only: changing it needs new subscriptions; set it at launch"
+FIXED_MODEL = "read-only: changing it needs the model loaded again; set it at launch"
+FIXED_STORAGE = "read-only: changing it needs a new frame buffer / worker queue; set it at launch"
 
 
 def _float(description: str, low: float, high: float, **kwargs: Any) -> ParameterDescriptor:
@@ -80,60 +101,101 @@ def _text(description: str, **kwargs: Any) -> ParameterDescriptor:
     return ParameterDescriptor(description=description, **kwargs)
 
 
-# name -> (default, descriptor). Read-only where changing it would need new subscriptions or a new model.
+def _fixed(why: str) -> dict[str, Any]:
+    return {"read_only": True, "additional_constraints": why}
+
+
+# name -> (default, descriptor). Read-only where changing it would need new subscriptions, a new model or
+# a new buffer; every other parameter takes effect at run time (see the module docstring).
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "sync.slop_s": (0.05, _float("approximate-time sync: max stamp spread within a camera set, seconds", 0.0, 10.0)),
     "sync.queue_size": (10, _int("approximate-time sync: messages kept per camera while matching", 1, 1000,
-                                 read_only=True)),
+                                 **_fixed(FIXED_STORAGE))),
     "sync.dead_camera_timeout_s": (1.0, _float(
         "emit partial sets when a camera has been silent this long, seconds (0 = never)", 0.0, 3600.0)),
     "buffer.window_s": (120.0, _float("frames older than this behind the newest frame are forgotten, seconds",
-                                      0.1, 86400.0, read_only=True)),
+                                      0.1, 86400.0, **_fixed(FIXED_STORAGE))),
     "buffer.max_rate_hz": (2.0, _float("stored frames per second per camera (0 = every synchronized set)",
-                                       0.0, 1000.0, read_only=True)),
-    "buffer.max_megabytes": (1024.0, _float("memory budget of the frame buffer, MB", 1.0, 1.0e6, read_only=True)),
+                                       0.0, 1000.0, **_fixed(FIXED_STORAGE))),
+    "buffer.max_megabytes": (1024.0, _float("memory budget of the frame buffer, MB", 1.0, 1.0e6,
+                                            **_fixed(FIXED_STORAGE))),
     "model.path": ("", _text("Oryx checkpoint directory; empty = the bundled tiny random model (demo only)",
-                             read_only=True)),
-    "model.device": ("cpu", _text(f"torch device: {DEVICES_HINT}", read_only=True)),
-    "model.dtype": ("float32", _text(f"weights dtype: {', '.join(DTYPES)}", read_only=True)),
-    "model.attn_implementation": ("sdpa", _text(f"attention: {', '.join(ATTENTION)}", read_only=True)),
+                             **_fixed(FIXED_MODEL))),
+    "model.device": ("cpu", _text(f"torch device: {DEVICES_HINT}", **_fixed(FIXED_MODEL))),
+    "model.dtype": ("float32", _text(f"weights dtype: {', '.join(DTYPES)}", **_fixed(FIXED_MODEL))),
+    "model.attn_implementation": ("sdpa", _text(f"attention: {', '.join(ATTENTION)}", **_fixed(FIXED_MODEL))),
     "model.token_cache_megabytes": (256.0, _float("per-frame visual-token cache budget, MB", 0.0, 1.0e6,
-                                                   read_only=True)),
+                                                   **_fixed(FIXED_MODEL))),
     "model.allow_pickle": (False, _text("allow loading a pickled .pth ViT file (weights_only); off = safetensors only",
-                                        read_only=True)),
+                                        **_fixed(FIXED_MODEL))),
     "planner.min_frames_at_4x": (16, _int(
         "auto mode switches a camera's clip to 16x when 4x would keep fewer frames than this", 1, 4096,
-        read_only=True)),
+        **_fixed(FIXED_MODEL))),
     "planner.max_frames_4x": (64, _int("automatic frame cap per camera at 4x (official eval: 64)", 1, 4096,
-                                       read_only=True)),
-    "planner.max_frames_16x": (256, _int("automatic frame cap per camera at 16x", 1, 16384, read_only=True)),
+                                       **_fixed(FIXED_MODEL))),
+    "planner.max_frames_16x": (256, _int("automatic frame cap per camera at 16x", 1, 16384, **_fixed(FIXED_MODEL))),
     "planner.max_context_tokens": (0, _int(
         "lower the context below the checkpoint's tokenizer_model_max_length to bound latency (0 = checkpoint's)",
-        0, 1 << 20, read_only=True)),
+        0, 1 << 20, **_fixed(FIXED_MODEL))),
     "ask.default_mode": ("auto", _text(f"mode when a request leaves it empty: {', '.join(MODES)}")),
-    "ask.default_window_s": (10.0, _float("look-back window when a request gives 0, seconds", 0.01, 86400.0)),
-    "ask.max_new_tokens": (128, _int("generation limit when a request gives 0", 1, 8192)),
+    "ask.default_window_s": (10.0, _float("look-back window when a request gives 0, seconds (<= buffer.window_s)",
+                                          0.01, 86400.0)),
+    "ask.max_new_tokens": (128, _int("generation limit when a request gives 0; requests may ask up to the "
+                                     "upper end of this range", 1, MAX_NEW_TOKENS)),
+    "ask.max_question_chars": (MAX_QUESTION_CHARS, _int("longest question accepted, characters", 1, 1 << 20)),
     "ask.queue_size": (2, _int("requests waiting for the model before new ones are refused as busy", 1, 64,
-                               read_only=True)),
+                               **_fixed(FIXED_STORAGE))),
     "ask.deadline_s": (0.0, _float("a request not finished within this many seconds fails (0 = no deadline)",
                                    0.0, 3600.0)),
-    "description.enabled": (True, _text("publish periodic scene descriptions")),
-    "description.period_s": (10.0, _float("seconds between descriptions", 0.1, 86400.0, read_only=True)),
-    "description.window_s": (30.0, _float("time window each description covers, seconds", 0.01, 86400.0)),
-    "description.prompt": ("Describe what the cameras saw, briefly.", _text("question used for descriptions")),
+    "description.enabled": (True, _text("publish periodic scene descriptions (starts/stops the timer)")),
+    "description.period_s": (10.0, _float("seconds between descriptions", 0.1, 86400.0)),
+    "description.window_s": (30.0, _float("time window each description covers, seconds (<= buffer.window_s)",
+                                          0.01, 86400.0)),
+    "description.prompt": ("Describe what the cameras saw, briefly.", _text(
+        "question used for descriptions (<= ask.max_question_chars; <image> is escaped as in questions)")),
     "description.mode": ("video_long", _text(f"mode for descriptions: {', '.join(MODES)} (16x by default)")),
-    "description.max_frames": (32, _int("frame cap for descriptions (0 = token budget only)", 0, 4096)),
-    "description.max_new_tokens": (64, _int("generation limit for descriptions", 1, 8192)),
+    "description.max_frames": (32, _int("frame cap for descriptions, spread over the cameras (0 = token budget "
+                                        "only; else at least one per camera)", 0, MAX_FRAMES)),
+    "description.max_new_tokens": (64, _int("generation limit for descriptions", 1, MAX_NEW_TOKENS)),
     "description.spatial": (False, _text("also publish the scene graph and markers with each description")),
     "spatial.base_frame": ("base_link", _text("frame of scene-graph positions (REP 103: x forward, y left, z up)")),
     "spatial.pose_topic": ("", _text("optional robot pose topic (nav_msgs/Odometry or geometry_msgs/PoseStamped)",
-                                     read_only=True)),
-    "spatial.pose_type": ("odometry", _text("odometry or pose_stamped", read_only=True)),
+                                     **_fixed(FIXED_SUBSCRIPTIONS))),
+    "spatial.pose_type": ("odometry", _text("odometry or pose_stamped", **_fixed(FIXED_SUBSCRIPTIONS))),
     "spatial.max_objects": (8, _int("marked objects per spatial request (K)", 1, 64)),
     "spatial.publish_marked_views": (True, _text("publish the marked views the model saw on ~/marked_views")),
+    "sensor.max_decode_pixels": (DEFAULT_MAX_DECODE_PIXELS, _int(
+        "largest image area decoded (width x height, from the header); larger images are rejected",
+        1, 1 << 31)),
+    "sensor.future_tolerance_s": (2.0, _float(
+        "stamps further than this ahead of the node's clock (sim or wall) are quarantined, seconds", 0.0, 3600.0)),
     "qos.sensor_reliable": (False, _text("camera subscriptions RELIABLE instead of sensor-data BEST_EFFORT",
-                                         read_only=True)),
-    "qos.sensor_depth": (10, _int("camera subscription queue depth", 1, 1000, read_only=True)),
+                                         **_fixed(FIXED_SUBSCRIPTIONS))),
+    "qos.sensor_depth": (10, _int("camera subscription queue depth", 1, 1000, **_fixed(FIXED_SUBSCRIPTIONS))),
+}
+
+# Parameter -> NodeConfig field. The node keeps its config in step with run-time changes through it.
+CONFIG_FIELDS: dict[str, str] = {
+    "sync.slop_s": "sync_slop_s", "sync.queue_size": "sync_queue_size",
+    "sync.dead_camera_timeout_s": "dead_camera_timeout_s",
+    "buffer.window_s": "buffer_window_s", "buffer.max_rate_hz": "buffer_max_rate_hz",
+    "buffer.max_megabytes": "buffer_max_megabytes",
+    "model.path": "model_path", "model.device": "model_device", "model.dtype": "model_dtype",
+    "model.attn_implementation": "attn_implementation", "model.token_cache_megabytes": "token_cache_megabytes",
+    "model.allow_pickle": "allow_pickle",
+    "planner.min_frames_at_4x": "min_frames_at_4x", "planner.max_frames_4x": "max_frames_4x",
+    "planner.max_frames_16x": "max_frames_16x", "planner.max_context_tokens": "max_context_tokens",
+    "ask.default_mode": "default_mode", "ask.default_window_s": "default_window_s",
+    "ask.max_new_tokens": "max_new_tokens", "ask.max_question_chars": "max_question_chars",
+    "ask.queue_size": "queue_size", "ask.deadline_s": "deadline_s",
+    "description.enabled": "description_enabled", "description.period_s": "description_period_s",
+    "description.window_s": "description_window_s", "description.prompt": "description_prompt",
+    "description.mode": "description_mode", "description.max_frames": "description_max_frames",
+    "description.max_new_tokens": "description_max_new_tokens", "description.spatial": "description_spatial",
+    "spatial.base_frame": "base_frame", "spatial.pose_topic": "pose_topic", "spatial.pose_type": "pose_type",
+    "spatial.max_objects": "max_objects", "spatial.publish_marked_views": "publish_marked_views",
+    "sensor.max_decode_pixels": "max_decode_pixels", "sensor.future_tolerance_s": "future_tolerance_s",
+    "qos.sensor_reliable": "sensor_qos_reliable", "qos.sensor_depth": "sensor_qos_depth",
 }
 
 CAMERA_PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -151,7 +213,7 @@ def declare_parameters(node: Node) -> NodeConfig:
     """Declare every parameter on ``node`` and return their values as a typed config."""
     node.declare_parameters("", [(name, default, descriptor) for name, (default, descriptor) in PARAMETERS.items()])
     node.declare_parameter("cameras.names", ["camera"], _text("camera names; each has a cameras.<name>.* group",
-                                                                read_only=True))
+                                                                **_fixed(FIXED_SUBSCRIPTIONS)))
     names = list(node.get_parameter("cameras.names").value)
     if len(set(names)) != len(names) or not all(names):
         raise ValueError(f"cameras.names must be unique, non-empty names: {names}")
@@ -160,7 +222,7 @@ def declare_parameters(node: Node) -> NodeConfig:
         values = {}
         for key, (default, description) in CAMERA_PARAMETERS.items():
             values[key] = node.declare_parameter(f"cameras.{name}.{key}", default,
-                                                 _text(description, read_only=True)).value
+                                                 _text(description, **_fixed(FIXED_SUBSCRIPTIONS))).value
         if not values["image_topic"]:
             values["image_topic"] = f"/{name}/image_raw" + ("/compressed" if values["compressed"] else "")
         mounts[name] = tuple(float(v) for v in values.pop("mount"))
@@ -171,44 +233,73 @@ def declare_parameters(node: Node) -> NodeConfig:
             camera_info_topic=values["camera_info_topic"] or None, depth_topic=values["depth_topic"] or None,
             frame_id=values["frame_id"] or None))
 
-    def get(name: str) -> Any:
-        return node.get_parameter(name).value
-
-    config = NodeConfig(
-        cameras=cameras, mounts=mounts,
-        sync_slop_s=get("sync.slop_s"), sync_queue_size=get("sync.queue_size"),
-        dead_camera_timeout_s=get("sync.dead_camera_timeout_s"),
-        buffer_window_s=get("buffer.window_s"), buffer_max_rate_hz=get("buffer.max_rate_hz"),
-        buffer_max_megabytes=get("buffer.max_megabytes"),
-        model_path=get("model.path"), model_device=get("model.device"), model_dtype=get("model.dtype"),
-        attn_implementation=get("model.attn_implementation"),
-        token_cache_megabytes=get("model.token_cache_megabytes"), allow_pickle=get("model.allow_pickle"),
-        min_frames_at_4x=get("planner.min_frames_at_4x"), max_frames_4x=get("planner.max_frames_4x"),
-        max_frames_16x=get("planner.max_frames_16x"), max_context_tokens=get("planner.max_context_tokens"),
-        default_mode=get("ask.default_mode"), default_window_s=get("ask.default_window_s"),
-        max_new_tokens=get("ask.max_new_tokens"), queue_size=get("ask.queue_size"), deadline_s=get("ask.deadline_s"),
-        description_enabled=get("description.enabled"), description_period_s=get("description.period_s"),
-        description_window_s=get("description.window_s"), description_prompt=get("description.prompt"),
-        description_mode=get("description.mode"), description_max_frames=get("description.max_frames"),
-        description_max_new_tokens=get("description.max_new_tokens"),
-        description_spatial=get("description.spatial"),
-        base_frame=get("spatial.base_frame"), pose_topic=get("spatial.pose_topic"),
-        pose_type=get("spatial.pose_type"), max_objects=get("spatial.max_objects"),
-        publish_marked_views=get("spatial.publish_marked_views"),
-        sensor_qos_reliable=get("qos.sensor_reliable"), sensor_qos_depth=get("qos.sensor_depth"),
-    )
+    config = NodeConfig(cameras=cameras, mounts=mounts,
+                        **{field_name: node.get_parameter(name).value for name, field_name in CONFIG_FIELDS.items()})
     validate(config)
     return config
 
 
+def descriptor_range(name: str) -> tuple[float, float] | None:
+    """``(low, high)`` of a declared numeric parameter's range, None for text and booleans."""
+    descriptor = PARAMETERS[name][1]
+    ranges = list(descriptor.integer_range) or list(descriptor.floating_point_range)
+    return (ranges[0].from_value, ranges[0].to_value) if ranges else None
+
+
+def check_parameter(name: str, value: Any, value_of: Callable[[str], Any], camera_count: int) -> str | None:
+    """Why ``name`` may not take ``value`` (None if it may), beyond what the descriptor's range checks.
+
+    ``value_of`` gives the other parameters' values (as they will be after the change), for the checks
+    that relate two of them.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be finite, got {value}"
+    if name in ("ask.default_mode", "description.mode") and value not in MODES:
+        return f"{name} must be one of {MODES}, got {value!r}"
+    if name in ("ask.default_window_s", "description.window_s") and value > (kept := value_of("buffer.window_s")):
+        return f"{name} {value:g} s is longer than the buffer keeps (buffer.window_s = {kept:g} s)"
+    if name == "description.prompt":
+        if not value.strip():
+            return "description.prompt must not be empty"
+        if len(value.strip()) > value_of("ask.max_question_chars"):
+            return (f"description.prompt is {len(value.strip())} characters long; the limit is "
+                    f"{value_of('ask.max_question_chars')} (ask.max_question_chars)")
+    if name == "description.max_frames" and 0 < value < camera_count:
+        return f"description.max_frames must be 0 or at least the number of cameras ({camera_count}), got {value}"
+    if name == "spatial.base_frame" and not value.strip():
+        return "spatial.base_frame must not be empty"
+    if name == "model.dtype" and value not in DTYPES:
+        return f"model.dtype must be one of {DTYPES}, got {value!r}"
+    if name == "model.attn_implementation" and value not in ATTENTION:
+        return f"model.attn_implementation must be one of {ATTENTION}, got {value!r}"
+    if name == "spatial.pose_type" and value not in ("odometry", "pose_stamped"):
+        return f"spatial.pose_type must be odometry or pose_stamped, got {value!r}"
+    return None
+
+
 def validate(config: NodeConfig) -> None:
-    """Reject values that the descriptors' ranges cannot express."""
-    for label, value in (("ask.default_mode", config.default_mode), ("description.mode", config.description_mode)):
-        if value not in MODES:
-            raise ValueError(f"{label} must be one of {MODES}, got {value!r}")
-    if config.model_dtype not in DTYPES:
-        raise ValueError(f"model.dtype must be one of {DTYPES}, got {config.model_dtype!r}")
-    if config.attn_implementation not in ATTENTION:
-        raise ValueError(f"model.attn_implementation must be one of {ATTENTION}, got {config.attn_implementation!r}")
-    if config.pose_type not in ("odometry", "pose_stamped"):
-        raise ValueError(f"spatial.pose_type must be odometry or pose_stamped, got {config.pose_type!r}")
+    """Reject a start-up configuration that the descriptors' ranges cannot express (ValueError)."""
+    values = {name: getattr(config, field_name) for name, field_name in CONFIG_FIELDS.items()}
+    for name, value in values.items():
+        problem = check_parameter(name, value, values.__getitem__, len(config.cameras))
+        if problem:
+            raise ValueError(problem)
+
+
+def parameter_table_markdown() -> str:
+    """The README's parameter table, generated from the declarations (a test keeps the README in step)."""
+    rows = ["| parameter | default | description |", "|---|---|---|",
+            "| `cameras.names` | `['camera']` | camera names; each has a `cameras.<name>.*` group (read-only) |"]
+    rows += [f"| `cameras.<name>.{key}` | `{default!r}` | {description} (read-only) |"
+             for key, (default, description) in CAMERA_PARAMETERS.items()]
+    for name, (default, descriptor) in PARAMETERS.items():
+        limits = ""
+        if descriptor.floating_point_range:
+            bounds = descriptor.floating_point_range[0]
+            limits = f" [{bounds.from_value:g}, {bounds.to_value:g}]"
+        elif descriptor.integer_range:
+            bounds = descriptor.integer_range[0]
+            limits = f" [{bounds.from_value}, {bounds.to_value}]"
+        read_only = " (read-only)" if descriptor.read_only else ""
+        rows.append(f"| `{name}` | `{default!r}` | {descriptor.description}{limits}{read_only} |")
+    return "\n".join(rows) + "\n"

@@ -1,4 +1,5 @@
-"""image_codec: every supported encoding both ways, compressed formats, and each malformed case."""
+"""image_codec: every supported encoding both ways, compressed formats, each malformed case with its
+reason, the pixel limit read from every OpenCV format's header, and the one output contract."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 
 from oryx_ros.perception.image_codec import (
+    IMAGE_ERROR_REASONS,
+    MAX_DECODE_PIXELS,
     ImageConversionError,
     depth_m_to_16uc1,
     image_to_numpy,
@@ -247,8 +250,9 @@ def test_compressed_depth_32fc1_is_within_quantisation(msg_types) -> None:
     ],
 )
 def test_malformed_raw_images_raise(message, match) -> None:
-    with pytest.raises(ImageConversionError, match=match):
+    with pytest.raises(ImageConversionError, match=match) as caught:
         to_rgb(message())
+    assert caught.value.reason in IMAGE_ERROR_REASONS
 
 
 def test_wrong_kind_of_image_raises() -> None:
@@ -308,5 +312,207 @@ def test_numpy_to_compressed_rejects_bad_requests() -> None:
         numpy_to_compressed(np.zeros((H, W), np.float64), "compressedDepth", cls)
 
 
-def test_conversion_error_is_a_value_error() -> None:
+def test_conversion_error_is_a_value_error_with_a_reason() -> None:
+    import pickle
+
     assert issubclass(ImageConversionError, ValueError)
+    err = pickle.loads(pickle.dumps(ImageConversionError("big", "too_many_pixels")))
+    assert (str(err), err.reason) == ("big", "too_many_pixels")
+
+
+# --- limits and the output contract ----------------------------------------------------------------------
+
+COMPRESSED = TYPESTORE.types["sensor_msgs/msg/CompressedImage"]
+
+
+def _compressed(data: bytes, fmt: str = "jpeg"):
+    header = numpy_to_compressed(_random_rgb(), "png", COMPRESSED).header
+    return COMPRESSED(header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+
+
+def _encoded(ext: str, image: np.ndarray, params: tuple[int, ...] = ()) -> bytes:
+    ok, encoded = cv2.imencode(ext, image, list(params))
+    assert ok
+    return encoded.tobytes()
+
+
+def _jpeg_with_size(width: int, height: int) -> bytes:
+    """A valid 8x8 JPEG whose SOF is patched to claim ``width`` x ``height`` (the scan stays 8x8)."""
+    data = bytearray(_encoded(".jpg", _random_rgb()[:8, :8]))
+    at = 2
+    while data[at + 1] not in (0xC0, 0xC1, 0xC2):
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    data[at + 5 : at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def _png_with_size(width: int, height: int) -> bytes:
+    """A valid PNG whose IHDR is patched (CRC left stale: libpng would fail after allocating)."""
+    data = bytearray(_encoded(".png", _random_rgb()))
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    return bytes(data)
+
+
+CH, CW = 36, 48  # JPEG 2000's default resolution levels need more than 12x16
+
+
+def _colour_images() -> dict[str, bytes]:
+    """One small image in every format this OpenCV build encodes (of those it decodes: not HDR and PFM,
+    which are float, tested below)."""
+    rgb = np.random.default_rng(2).integers(0, 256, (CH, CW, 3), dtype=np.uint8)
+    images = {"jpeg": _encoded(".jpg", rgb), "png": _encoded(".png", rgb), "webp": _encoded(".webp", rgb),
+              "webp lossless": _encoded(".webp", rgb, (cv2.IMWRITE_WEBP_QUALITY, 101)),
+              "tiff": _encoded(".tiff", rgb), "bmp": _encoded(".bmp", rgb), "ppm": _encoded(".ppm", rgb),
+              "pgm": _encoded(".pgm", rgb[..., 0]), "pbm": _encoded(".pbm", rgb[..., 0]),
+              "pam": _encoded(".pam", rgb), "sun raster": _encoded(".ras", rgb), "jpeg2000": _encoded(".jp2", rgb)}
+    for name, ext in (("avif", ".avif"), ("gif", ".gif")):
+        if cv2.haveImageWriter(f"x{ext}"):
+            images[name] = _encoded(ext, rgb)
+    images["webp extended"] = _animated_webp(rgb)
+    return images
+
+
+def _animated_webp(rgb: np.ndarray) -> bytes:
+    """An animated WebP (VP8X canvas), which OpenCV does not write; Pillow does."""
+    import io
+
+    from PIL import Image
+
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    out = io.BytesIO()
+    frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:])
+    assert out.getvalue()[12:16] == b"VP8X"
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("name", "data"), list(_colour_images().items()))
+def test_every_colour_codec_decodes_to_uint8_rgb(name, data) -> None:
+    out = to_rgb(_compressed(data))
+    assert out.dtype == np.uint8 and out.shape == (CH, CW, 3), name
+
+
+@pytest.mark.parametrize(("name", "data"), list(_colour_images().items()))
+def test_every_codec_is_refused_from_its_header_above_the_limit(name, data) -> None:
+    # The limit one pixel below the image's size refuses it; at its size it decodes.
+    with pytest.raises(ImageConversionError, match="more than the limit") as caught:
+        to_rgb(_compressed(data), max_pixels=CH * CW - 1)
+    assert caught.value.reason == "too_many_pixels"
+    assert to_rgb(_compressed(data), max_pixels=CH * CW).shape == (CH, CW, 3)
+
+
+def test_the_default_limit_fits_4k() -> None:
+    assert MAX_DECODE_PIXELS >= 4096 * 2160
+    with pytest.raises(ImageConversionError) as caught:
+        to_rgb(_compressed(_jpeg_with_size(16384, 16384)))
+    assert caught.value.reason == "too_many_pixels"
+    with pytest.raises(ImageConversionError) as caught:
+        to_depth_m(_compressed(_png_with_size(16384, 16384), "png"))
+    assert caught.value.reason == "too_many_pixels"
+    # A JPEG claiming UHD decodes (libjpeg fills what the 8x8 scan does not hold).
+    assert to_rgb(_compressed(_jpeg_with_size(3840, 2160))).shape == (2160, 3840, 3)
+
+
+def test_a_png_too_short_for_its_rows_is_refused_before_decoding() -> None:
+    # 4000x2000 RGB needs 24 MB of rows; deflate cannot get those from a few hundred bytes.
+    with pytest.raises(ImageConversionError) as caught:
+        to_rgb(_compressed(_png_with_size(4000, 2000), "png"))
+    assert caught.value.reason == "truncated"
+
+
+def test_raw_images_have_the_limit_too() -> None:
+    msg = numpy_to_image(_random_rgb(), "rgb8", TYPESTORE.types["sensor_msgs/msg/Image"])
+    with pytest.raises(ImageConversionError) as caught:
+        to_rgb(msg, max_pixels=H * W - 1)
+    assert caught.value.reason == "too_many_pixels"
+    depth = numpy_to_image(np.ones((H, W), np.uint16), "16UC1", TYPESTORE.types["sensor_msgs/msg/Image"])
+    with pytest.raises(ImageConversionError) as caught:
+        to_depth_m(depth, max_pixels=10)
+    assert caught.value.reason == "too_many_pixels"
+    assert to_depth_m(depth, max_pixels=H * W).shape == (H, W)
+
+
+@pytest.mark.parametrize(
+    ("ext", "image"),
+    [
+        (".pfm", np.full((H, W, 3), 0.5, np.float32)),
+        (".pfm", np.full((H, W), 0.5, np.float32)),
+        (".hdr", np.full((H, W, 3), 0.5, np.float32)),
+        (".tiff", np.full((H, W, 3), 0.5, np.float32)),
+        (".tiff", np.full((H, W, 3), 0.5, np.float64)),
+    ],
+)
+def test_float_colour_is_refused_not_returned_as_float(ext, image) -> None:
+    data = _encoded(ext, image)
+    with pytest.raises(ImageConversionError) as caught:
+        to_rgb(_compressed(data))
+    assert caught.value.reason == "float_colour"
+    with pytest.raises(ImageConversionError) as caught:
+        to_depth_m(_compressed(data))
+    assert caught.value.reason == "unsupported_dtype"
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int8])
+def test_signed_and_wide_integer_tiffs_raise_the_typed_error(dtype) -> None:
+    data = _encoded(".tiff", np.ones((H, W, 3), dtype))
+    for convert in (to_rgb, to_depth_m):
+        with pytest.raises(ImageConversionError) as caught:
+            convert(_compressed(data))
+        assert caught.value.reason == "unsupported_dtype"
+
+
+def test_16bit_depth_from_other_codecs_and_colour_refused_as_depth() -> None:
+    depth_mm = np.full((H, W), 1234, np.uint16)
+    for ext in (".tiff", ".pgm"):
+        np.testing.assert_allclose(to_depth_m(_compressed(_encoded(ext, depth_mm))), 1.234, rtol=1e-6)
+    with pytest.raises(ImageConversionError) as caught:
+        to_depth_m(_compressed(_encoded(".jpg", _random_rgb())))
+    assert caught.value.reason == "wrong_kind"
+
+
+def test_compressed_depth_with_a_hostile_quantisation_header_gives_no_bad_depth() -> None:
+    import struct
+
+    depth = np.linspace(0.3, 9.5, H * W, dtype=np.float32).reshape(H, W)
+    good = numpy_to_compressed(depth, "compressedDepth", COMPRESSED)
+    png = bytes(good.data)[12:]
+    stored = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    # B equal to a stored value divides by zero; a negative A makes every depth negative.
+    for quant_a, quant_b in ((10100.0, float(stored[3, 3])), (-10100.0, -1009.0), (1e38, -1e-38)):
+        msg = _compressed(struct.pack("<iff", 0, quant_a, quant_b) + png, "32FC1; compressedDepth png")
+        depth_m = to_depth_m(msg)
+        assert depth_m.dtype == np.float32 and depth_m.shape == (H, W)
+        finite = depth_m[~np.isnan(depth_m)]
+        assert np.isfinite(finite).all() and (finite > 0).all()
+    for quant_a in (float("nan"), float("inf")):
+        with pytest.raises(ImageConversionError) as caught:
+            to_depth_m(_compressed(struct.pack("<iff", 0, quant_a, 1.0) + png, "32FC1; compressedDepth png"))
+        assert caught.value.reason == "corrupt"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"definitely not a jpeg", "unknown_format"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "corrupt"),  # a JPEG that ends in its first segment
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR", "corrupt"),  # IHDR cut short
+        (b"RIFF\x00\x00\x00\x00WEBPVP8Z", "corrupt"),
+        (b"P6\n16 12\n", "corrupt"),  # no maxval, no data
+        (b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 12 16\n", "corrupt"),
+    ],
+)
+def test_corrupt_headers_raise_with_a_reason(data, reason) -> None:
+    with pytest.raises(ImageConversionError) as caught:
+        to_rgb(_compressed(data))
+    assert caught.value.reason == reason
+
+
+def test_corrupt_png_and_jpeg_data_raise_the_typed_error() -> None:
+    for data in (_encoded(".png", _random_rgb()), _encoded(".jpg", _random_rgb())):
+        broken = bytearray(data)
+        broken[len(broken) // 2 :] = bytes(len(broken) - len(broken) // 2)  # zero the second half
+        try:
+            out = to_rgb(_compressed(bytes(broken)))
+        except ImageConversionError as err:
+            assert err.reason in IMAGE_ERROR_REASONS
+        else:  # libjpeg conceals damage in the scan data: still the contract
+            assert out.dtype == np.uint8 and out.shape == (H, W, 3)

@@ -76,19 +76,22 @@ def test_binning_and_roi_describe_the_published_image() -> None:
 def test_unusable_camera_info_raises() -> None:
     msg = intrinsics_to_camera_info(_intrinsics(), TS.types["sensor_msgs/msg/CameraInfo"])
     msg.k = np.zeros(9)
-    with pytest.raises(CameraInfoError, match="uncalibrated"):
+    with pytest.raises(CameraInfoError, match="uncalibrated") as caught:
         camera_info_to_intrinsics(msg)
+    assert caught.value.reason == "uncalibrated"
     msg = intrinsics_to_camera_info(_intrinsics(), TS.types["sensor_msgs/msg/CameraInfo"])
     msg.width = 0
-    with pytest.raises(CameraInfoError, match="zero size"):
+    with pytest.raises(CameraInfoError, match="zero size") as caught:
         camera_info_to_intrinsics(msg)
+    assert caught.value.reason == "zero_size"
 
 
 def test_intrinsics_follow_a_resized_image_but_not_another_aspect() -> None:
     half = intrinsics_for_size(_intrinsics(), 320, 240)
     assert half.fx == 250.0 and half.cx == pytest.approx(159.5)
-    with pytest.raises(CameraInfoError, match="aspect"):
+    with pytest.raises(CameraInfoError, match="aspect") as caught:
         intrinsics_for_size(_intrinsics(), 320, 320)
+    assert caught.value.reason == "aspect_mismatch"
 
 
 def test_image_and_depth_become_a_frame(types) -> None:

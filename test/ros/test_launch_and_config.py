@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from oryx_ros.ros.parameters import CAMERA_PARAMETERS, PARAMETERS
+from oryx_ros.ros.parameters import CAMERA_PARAMETERS, PARAMETERS, parameter_table_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN = {"use_sim_time"}
@@ -74,3 +74,5 @@ def test_readme_documents_every_parameter() -> None:
     missing = [name for name in [*PARAMETERS, *(f"cameras.<name>.{k}" for k in CAMERA_PARAMETERS)]
                if f"`{name}`" not in readme]
     assert not missing, f"README.md does not document {missing}"
+    # Defaults, ranges and read-only flags as declared (regenerate with parameter_table_markdown()).
+    assert parameter_table_markdown() in readme, "README's parameter table is out of date"
