@@ -48,6 +48,9 @@ BENCHMARKS: Final = (
     Benchmark("spatial", "Spatial pipeline: build_scene stages and accuracy", "bench_spatial.py",
               ("--seeds", "3", "--repeats", "2", "--width", "320", "--height", "240"),
               "Synthetic RGB-D scenes with ground truth; stage times and accuracy."),
+    Benchmark("hostile", "Hostile input: what a rejected payload costs", "bench_hostile.py", ("--repeats", "3"),
+              "Image bombs, corrupt and float payloads against a normal JPEG decode; the synchronizer's crafted "
+              "worst case against an ordinary add."),
 )
 
 

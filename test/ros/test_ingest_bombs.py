@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 import pytest
 
@@ -20,6 +19,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from oryx_ros.bags.hostile import corrupt_png, jpeg_bomb, pfm  # noqa: E402
 from oryx_ros.perception.frame_buffer import FrameBuffer  # noqa: E402
 from oryx_ros.perception.image_codec import numpy_to_image  # noqa: E402
 from oryx_ros.ros.camera_ingest import CameraConfig, CameraIngest  # noqa: E402
@@ -38,28 +38,6 @@ def _compressed(stamp_ns: int, fmt: str, data: bytes) -> CompressedImage:
     msg = CompressedImage(header=_header(stamp_ns), format=fmt)
     msg.data = data
     return msg
-
-
-def _jpeg_bomb() -> bytes:
-    """A valid 8x8 JPEG whose SOF claims 16384x16384."""
-    data = bytearray(cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))[1].tobytes())
-    at = 2
-    while data[at + 1] not in (0xC0, 0xC1, 0xC2):
-        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
-    data[at + 5 : at + 9] = (16384).to_bytes(2, "big") * 2
-    return bytes(data)
-
-
-def _corrupt_png() -> bytes:
-    """A 32x24 PNG whose compressed rows are overwritten: the header is fine, the data is not."""
-    data = bytearray(cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8))[1])
-    idat = data.index(b"IDAT") + 4
-    data[idat : len(data) - 12] = b"\xa5" * (len(data) - 12 - idat)
-    return bytes(data)
-
-
-def _pfm() -> bytes:
-    return cv2.imencode(".pfm", np.full((24, 32, 3), 0.5, np.float32))[1].tobytes()
 
 
 def _wait(executor: SingleThreadedExecutor, done: Callable[[], bool]) -> None:
@@ -86,8 +64,8 @@ def test_bombs_float_and_corrupt_payloads_are_rejected_by_reason_while_another_c
         while (hostile_pub.get_subscription_count() < 1 or good_pub.get_subscription_count() < 1) and (
                 time.monotonic() < deadline):
             time.sleep(0.01)
-        hostile = [("jpeg", _jpeg_bomb(), "too_many_pixels"), ("pfm", _pfm(), "float_colour"),
-                   ("png", _corrupt_png(), "corrupt")]
+        hostile = [("jpeg", jpeg_bomb(), "too_many_pixels"), ("pfm", pfm(), "float_colour"),
+                   ("png", corrupt_png(), "corrupt")]
         for i, (fmt, payload, _) in enumerate(hostile):
             stamp = T0 + i * 100 * MS
             good_pub.publish(numpy_to_image(np.full((24, 32, 3), 10 * i, np.uint8), "rgb8", Image, _header(stamp)))
