@@ -198,6 +198,31 @@ def read_memory(pid: int) -> dict[str, float]:
     return values
 
 
+def allocator_breakdown(pid: int) -> dict[str, float]:
+    """Resident MB of the node's anonymous memory by who mapped it (from /proc/PID/smaps): glibc's main
+    heap (``[heap]``), its other arenas (64 MB-aligned mappings), other anonymous mappings >= 1 MB (mmapped
+    blocks: frames, tensors, weights) and the rest (files, shared memory, stacks, small mappings)."""
+    groups = dict.fromkeys(("main_heap", "arenas", "mmapped", "other"), 0.0)
+    group = "other"
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            head = line.split(maxsplit=5)
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                path = head[5].strip() if len(head) > 5 else ""
+                if path == "[heap]":
+                    group = "main_heap"
+                elif path:
+                    group = "other"
+                elif start % (64 * MB) == 0:
+                    group = "arenas"
+                else:
+                    group = "mmapped" if end - start >= MB else "other"
+            elif head[0] == "Rss:":
+                groups[group] += int(head[1]) / 1024
+    return {name: round(value, 1) for name, value in groups.items()}
+
+
 def slope_mb_per_min(samples: list[Sample], attribute: str = "rss_mb") -> float:
     if len(samples) < 2:
         return float("nan")
@@ -219,8 +244,8 @@ def _write_params(path: Path, token_cache_mb: float) -> Path:
     return path
 
 
-def _clients(counters: Counters, stop: threading.Event, period_s: float, max_new_tokens: int,
-             rng: random.Random) -> list[threading.Thread]:
+def _clients(counters: Counters, stop: threading.Event, ready: threading.Event, period_s: float,
+             max_new_tokens: int, rng: random.Random) -> list[threading.Thread]:
     import rclpy
     from rclpy.node import Node
 
@@ -230,6 +255,10 @@ def _clients(counters: Counters, stop: threading.Event, period_s: float, max_new
 
     def ask_loop(via: str, offset_s: float) -> None:
         node = Node(f"soak_{via}_client")
+        while not ready.wait(0.5):  # every camera has frames buffered (else the first questions fail)
+            if stop.is_set():
+                node.destroy_node()
+                return
         next_at = time.monotonic() + offset_s
         try:
             while not stop.is_set():
@@ -371,16 +400,19 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
             _wait_for_node(node)
             time.sleep(2.0)  # let start-up allocations settle
             idle = read_memory(node.pid)
+            breakdown = {"idle": allocator_breakdown(node.pid)}
             print(f"[soak] node up after {time.monotonic() - started:.0f} s, idle RSS {idle['VmRSS']:.0f} MB; "
                   "starting cameras", file=sys.stderr, flush=True)
             publisher = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--publisher"],
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+            ready = threading.Event()
             threads = [_listen(counters, stop),
-                       *_clients(counters, stop, args.question_period_s, args.max_new_tokens,
+                       *_clients(counters, stop, ready, args.question_period_s, args.max_new_tokens,
                                  random.Random(args.seed))]
             for thread in threads:
                 thread.start()
             soak_start = time.monotonic()
+            soak_start_wall = time.time()
             end_at = soak_start + args.minutes * 60
             next_report = soak_start + 60
             while time.monotonic() < end_at:
@@ -390,8 +422,13 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
                 with counters.lock:
                     buffer_mb = int(counters.diagnostics.get("bytes", 0)) / MB
                     cache_mb = int(counters.diagnostics.get("token_cache_bytes_used", 0)) / MB
+                    cameras_ready = all(int(counters.diagnostics.get(f"frames_{c}", 0)) for c in CAMERAS)
                 samples.append(Sample(time.monotonic() - soak_start, memory["VmRSS"], memory["RssAnon"],
                                       memory["RssFile"], memory["RssShmem"], buffer_mb, cache_mb))
+                if cameras_ready or samples[-1].t_s > 60:
+                    ready.set()
+                if "after_warmup" not in breakdown and samples[-1].t_s >= args.warmup_minutes * 60:
+                    breakdown["after_warmup"] = allocator_breakdown(node.pid)
                 if time.monotonic() >= next_report:
                     next_report += 60
                     with counters.lock:
@@ -401,6 +438,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
                           f"{done} answers, {counters.failed} failed, {counters.descriptions} descriptions, "
                           f"{memory['Threads']:.0f} threads", file=sys.stderr, flush=True)
                 time.sleep(args.sample_s)
+            breakdown["end"] = allocator_breakdown(node.pid)
             stop.set()
             for thread in threads:
                 thread.join(timeout=30)
@@ -411,11 +449,14 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         _stop(node)
         log.close()
 
-    return summarise(args, idle, samples, counters, trace_file if args.trace_python else None, log_path)
+    result = summarise(args, idle, samples, counters, trace_file if args.trace_python else None, log_path,
+                       soak_start_wall)
+    result["resident_mb_by_mapping"] = breakdown
+    return result
 
 
 def summarise(args: argparse.Namespace, idle: dict[str, float], samples: list[Sample], counters: Counters,
-              trace_file: Path | None, log_path: Path) -> dict[str, Any]:
+              trace_file: Path | None, log_path: Path, soak_start_wall: float = 0.0) -> dict[str, Any]:
     warm = [s for s in samples if s.t_s >= args.warmup_minutes * 60]
     peak = max(samples, key=lambda s: s.rss_mb)
     # Budgeted structures as the node reported them at the peak and at the last sample (the node is
@@ -451,11 +492,17 @@ def summarise(args: argparse.Namespace, idle: dict[str, float], samples: list[Sa
     result["pass"] = bool(result["rss_slope_mb_per_min"] < args.goal)
     if trace_file is not None and trace_file.exists():
         records = [json.loads(line) for line in trace_file.read_text().splitlines() if line.strip()]
-        t0 = records[0]["t"] if records else 0.0
-        heap = [Sample(r["t"] - t0, r["python_heap_bytes"] / MB, 0, 0, 0) for r in records]
-        cut = len(heap) * args.warmup_minutes / max(args.minutes, 1e-9)
+        # tracemalloc also traces numpy's buffers, so the frame buffer's frames are in the Python heap: the
+        # slope that matters is that of the heap less the buffer's bytes (at the nearest RSS sample).
+        heap = []
+        for record in records:
+            t_s = record["t"] - soak_start_wall
+            nearest = min(samples, key=lambda s: abs(s.t_s - t_s))
+            heap.append(Sample(t_s, record["python_heap_bytes"] / MB, 0, 0, 0, buffer_mb=nearest.buffer_mb))
+        heap_warm = [s for s in heap if s.t_s >= args.warmup_minutes * 60]
         result["python_heap_end_mb"] = round(heap[-1].rss_mb, 1) if heap else None
-        result["python_heap_slope_mb_per_min"] = round(slope_mb_per_min(heap[int(cut):]), 2)
+        result["python_heap_slope_mb_per_min"] = round(slope_mb_per_min(heap_warm), 2)
+        result["python_heap_less_buffer_slope_mb_per_min"] = round(slope_mb_per_min(heap_warm, "unbudgeted_mb"), 2)
         result["python_top_growth"] = records[-1].get("top_growth", []) if records else []
     return result
 
@@ -485,8 +532,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"| bound: idle + buffer budget + cache budget + overhead | {result['bound_mb']:.0f} |",
     ]
     if "python_heap_slope_mb_per_min" in result:
-        lines.append(f"| Python heap (tracemalloc) end / slope, MB/min | {result['python_heap_end_mb']:.1f} / "
-                     f"{result['python_heap_slope_mb_per_min']:+.2f} |")
+        lines.append(f"| Python heap incl. numpy (tracemalloc) end / slope; less the frame buffer, MB/min | "
+                     f"{result['python_heap_end_mb']:.1f} / {result['python_heap_slope_mb_per_min']:+.2f}; "
+                     f"{result['python_heap_less_buffer_slope_mb_per_min']:+.2f} |")
+    mappings = result.get("resident_mb_by_mapping", {})
+    if mappings:
+        lines += ["", "| resident MB by mapping | " + " | ".join(mappings) + " |",
+                  "|---|" + "---|" * len(mappings)]
+        for kind in ("main_heap", "arenas", "mmapped", "other"):
+            lines.append(f"| {kind} | " + " | ".join(f"{m[kind]:.0f}" for m in mappings.values()) + " |")
     lines += ["", f"{result['answers']} answers ({result['service_answers']} service, {result['action_answers']} "
               f"action), {result['failed']} failed, {result['descriptions']} descriptions received."]
     if result["errors"]:

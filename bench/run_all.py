@@ -51,6 +51,10 @@ BENCHMARKS: Final = (
     Benchmark("hostile", "Hostile input: what a rejected payload costs", "bench_hostile.py", ("--repeats", "3"),
               "Image bombs, corrupt and float payloads against a normal JPEG decode; the synchronizer's crafted "
               "worst case against an ordinary add."),
+    Benchmark("stop_cancel", "Stop and cancel latency of the node (separate processes, Fast DDS)",
+              "bench_stop_cancel.py", ("--repeats", "2"),
+              "Signal to exit at each stage, cancel to result while queued, in vision and in decoding; goals 2 s and "
+              "0.5 s. The soak (bench_soak.py, 10+ minutes) is run on its own."),
 )
 
 

@@ -10,8 +10,10 @@ One call of :meth:`OryxEngine.answer` runs:
    misses of the whole request go through the ViT, compressor and projector in ONE packed pass; video
    blocks are assembled from per-frame embeddings, which depend on the frame only;
 4. **merge** the visual blocks into the prompt's ``-200`` placeholders → ``inputs_embeds``;
-5. **generate** greedily (:mod:`.generation`), streaming text deltas to ``on_token`` and checking
-   ``cancel`` between tokens.
+5. **generate** greedily (:mod:`.generation`), streaming text deltas to ``on_token``.
+
+``cancel`` is checked before each frame's preprocessing, before the attention and the MLP of every ViT
+block and LLM decoder layer (:mod:`.cancellation`) and between tokens; a cancelled vision pass caches nothing.
 
 Prompt: the official ``qwen_1_5`` ChatML template. Unlabelled items are written as the official
 multi-image form ``<image> <image>\\n{question}``; labelled items one per line as
@@ -36,6 +38,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from .cancellation import (
+    Cancel,
+    RequestCancelledError,
+    cancel_point_modules,
+    cancel_points,
+    is_cancelled,
+    raise_if_cancelled,
+)
 from .generation import DEFAULT_MAX_NEW_TOKENS, GenerationSettings, generate
 from .loading import LoadedOryx, load_oryx
 from .modeling_oryx import ImageInput
@@ -52,7 +62,6 @@ DEFAULT_CACHE_BYTES: Final = 1 << 30  # 1 GiB ≈ 700 Oryx-7B 4x frames in bf16 
 FALLBACK_CONTEXT: Final = 2048
 
 OnTokenText = Callable[[str, int], None]  # (delta_text, tokens generated so far)
-Cancel = threading.Event | Callable[[], bool] | None
 
 
 @dataclass
@@ -210,9 +219,10 @@ class OryxEngine:
         ``on_token(delta_text, n_tokens)`` runs after every generated token with the new text (the
         concatenation of all deltas equals ``Answer.text``; a last call with an unchanged count may flush
         text held back at the end, e.g. an unfinished UTF-8 character). ``cancel`` (a
-        ``threading.Event`` or a callable returning True) is checked before the vision pass and between
-        tokens. Raises :class:`~.planner.PlanError` when the request cannot fit the context and
-        ``ValueError`` for malformed input.
+        ``threading.Event`` or a callable returning True) is checked before every frame's preprocessing,
+        every ViT block, every LLM layer and between tokens; a cancelled answer has ``stop_reason``
+        ``'cancelled'`` and the tokens streamed so far. Raises :class:`~.planner.PlanError` when the request
+        cannot fit the context and ``ValueError`` for malformed input.
         """
         if mode not in ANSWER_MODES:
             raise ValueError(f"mode must be one of {ANSWER_MODES}, got {mode!r}")
@@ -258,11 +268,11 @@ class OryxEngine:
                           frames_used=plan.frames_used, compression=plan.compression, mode_used=plan.mode_used,
                           stop_reason=stop, timings=timings, plan=plan, token_ids=list(token_ids), **counts)
 
-        if _is_cancelled(cancel):
-            return finish()
-
         # 2.-3. preprocess the cache misses, encode them in one pass, assemble the blocks.
-        blocks, encoded, cached = self._visual_blocks(visuals, plan, timings)
+        try:
+            blocks, encoded, cached = self._visual_blocks(visuals, plan, timings, cancel)
+        except RequestCancelledError:
+            return finish()
         # 4. merge the blocks into the placeholders (counted as vision time: it is the visual embedding).
         vision_start = time.perf_counter()
         inputs_embeds = self.model.merge_visual_embeddings(input_ids, blocks, max_length=self.context_limit)
@@ -276,7 +286,7 @@ class OryxEngine:
                 f"{prompt_tokens} / {visual_tokens}"
             )
         counts = {"frames_encoded": encoded, "frames_from_cache": cached}
-        if _is_cancelled(cancel):
+        if is_cancelled(cancel):
             return finish(prompt_tokens=prompt_tokens, **counts)
 
         # 5. generate, streaming deltas.
@@ -312,9 +322,15 @@ class OryxEngine:
                               str(self.model.model.vision_tower.device))
 
     def _visual_blocks(
-        self, visuals: list[VisualInput], plan: TokenPlan, timings: dict[str, float]
+        self, visuals: list[VisualInput], plan: TokenPlan, timings: dict[str, float], cancel: Cancel = None
     ) -> tuple[list[torch.Tensor], int, int]:
-        """Blocks ``[(L_i, D)]`` in plan order; returns (blocks, frames encoded, frames from cache)."""
+        """Blocks ``[(L_i, D)]`` in plan order; returns (blocks, frames encoded, frames from cache).
+
+        Raises :class:`~.cancellation.RequestCancelledError` when ``cancel`` is set before a frame's
+        preprocessing or a ViT block; the cache then holds what it held before (a packed pass caches all
+        its frames or none).
+        """
+        raise_if_cancelled(cancel)
         if not plan.items:
             return [], 0, 0
         # Per planned frame: its embedding (from the cache) or a slot for the encoder's output.
@@ -330,6 +346,7 @@ class OryxEngine:
                 hit = self.cache.get(key) if key is not None else None
                 row.append(hit)
                 if hit is None:
+                    raise_if_cancelled(cancel)
                     misses.append((item_index, position, key))
                     if planned.modality == "image":
                         pre = preprocess_image(visual.frames[frame])
@@ -342,10 +359,11 @@ class OryxEngine:
         vision_start = time.perf_counter()
         modality = plan.mode_used  # every planned item of a request has the same modality
         if pixels:
-            if modality == "image":
-                fresh = self.model.encode_images(pixels)
-            else:
-                fresh = self.model.encode_video_frames(pixels, modality)  # one packed ViT pass for all
+            with cancel_points(cancel_point_modules(self.model), cancel):
+                if modality == "image":
+                    fresh = self.model.encode_images(pixels)
+                else:
+                    fresh = self.model.encode_video_frames(pixels, modality)  # one packed ViT pass for all
             for (item_index, position, key), embedding in zip(misses, fresh, strict=True):
                 embedding = embedding.clone()  # own storage: no view pins the whole batch output
                 frame_embeddings[item_index][position] = embedding
@@ -389,13 +407,6 @@ class _DeltaStream:
         delta = text[len(self.emitted):]
         self.emitted = text
         self.callback(delta, n_tokens)
-
-
-def _is_cancelled(cancel: Cancel) -> bool:
-    if cancel is None:
-        return False
-    is_set = getattr(cancel, "is_set", None)
-    return bool(is_set()) if callable(is_set) else bool(cancel())
 
 
 def _sync(device: torch.device) -> None:

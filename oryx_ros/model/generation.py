@@ -7,7 +7,7 @@ optional and reproducible through a seeded ``torch.Generator``.
 Small functions in the gpt-fast manner: :func:`prefill` (prompt embeddings → first logits and the HF
 KV cache), :func:`decode_one_token` (one id → next logits), :func:`select_next_token` and the loop
 :func:`generate`, which calls ``on_token(token_id, text_so_far)`` after every token and checks the
-cancel flag between tokens.
+cancel flag between tokens and, through :func:`~.cancellation.cancel_points`, within every decoder layer.
 
 The repetition penalty sees the generated tokens only, as HF ``generate(inputs_embeds=…)`` did for the
 original (its ``input_ids`` hold no prompt ids there).
@@ -24,6 +24,7 @@ from typing import Any, Final, Protocol
 
 import torch
 
+from .cancellation import RequestCancelledError, cancel_point_modules, cancel_points, is_cancelled
 from .modeling_oryx import OryxForCausalLM
 from .prompting import IM_END, chat_special_ids
 
@@ -227,7 +228,8 @@ def generate(
     Stops at an id in ``settings.eos_token_ids`` or at ``<|im_end|>`` when ``tokenizer`` is given (the
     stop id is not included in ``token_ids``), after
     ``max_new_tokens`` ids, or when ``cancel`` (a ``threading.Event`` or a callable) is set; the flag is
-    checked before the prompt pass and between tokens, so at most one more token follows a request.
+    checked before the prompt pass, between tokens and within every decoder layer (a long prefill stops
+    part-way), so no token follows a request once the running layer ends.
     ``on_token(token_id, text_so_far)`` runs after each kept token (``text_so_far`` needs ``tokenizer``).
     """
     settings = settings or GenerationSettings()
@@ -241,50 +243,52 @@ def generate(
 
     result = GenerationResult(token_ids=[], text="", stop_reason=StopReason.MAX_TOKENS,
                               prompt_length=int(inputs_embeds.shape[1]))
-    if _is_cancelled(cancel):
+    if is_cancelled(cancel):
         result.stop_reason = StopReason.CANCELLED
         return result
 
     start = time.perf_counter()
-    logits, cache = prefill(model, inputs_embeds, cache)
-    previous = torch.empty(0, dtype=torch.long, device=logits.device)
-    next_id = select_next_token(logits, previous, settings, generator)
-    token = int(next_id)  # one device sync per token: needed for the EOS check and streaming anyway
-    result.prefill_s = time.perf_counter() - start
+    decode_start: float | None = None
+    generated = 0
+    try:
+        with cancel_points(cancel_point_modules(model), cancel):
+            logits, cache = prefill(model, inputs_embeds, cache)
+            previous = torch.empty(0, dtype=torch.long, device=logits.device)
+            next_id = select_next_token(logits, previous, settings, generator)
+            token = int(next_id)  # one device sync per token: needed for the EOS check and streaming anyway
+            result.prefill_s = time.perf_counter() - start
 
-    decode_start = time.perf_counter()
-    generated = 1
-    while True:
-        if token in eos:
-            result.stop_reason, result.stop_token_id = StopReason.EOS, token
-            break
-        result.token_ids.append(token)
-        if on_token is not None:
-            on_token(token, decoder.push(token) if decoder is not None else "")
-        elif decoder is not None:
-            decoder.ids.append(token)
-        if generated >= settings.max_new_tokens:
-            result.stop_reason = StopReason.MAX_TOKENS
-            break
-        if _is_cancelled(cancel):
-            result.stop_reason = StopReason.CANCELLED
-            break
-        previous = torch.cat([previous, next_id.view(-1)])
-        logits = decode_one_token(model, next_id.view(1, 1), cache)
-        next_id = select_next_token(logits, previous, settings, generator)
-        token = int(next_id)
-        generated += 1
-    result.decode_s = time.perf_counter() - decode_start if generated > 1 else 0.0
+            decode_start = time.perf_counter()
+            generated = 1
+            while True:
+                if token in eos:
+                    result.stop_reason, result.stop_token_id = StopReason.EOS, token
+                    break
+                result.token_ids.append(token)
+                if on_token is not None:
+                    on_token(token, decoder.push(token) if decoder is not None else "")
+                elif decoder is not None:
+                    decoder.ids.append(token)
+                if generated >= settings.max_new_tokens:
+                    result.stop_reason = StopReason.MAX_TOKENS
+                    break
+                if is_cancelled(cancel):
+                    result.stop_reason = StopReason.CANCELLED
+                    break
+                previous = torch.cat([previous, next_id.view(-1)])
+                generated += 1
+                logits = decode_one_token(model, next_id.view(1, 1), cache)
+                next_id = select_next_token(logits, previous, settings, generator)
+                token = int(next_id)
+    except RequestCancelledError:  # raised in a layer: that step's token is dropped, those streamed stay
+        result.stop_reason = StopReason.CANCELLED
+    if decode_start is None:
+        result.prefill_s = time.perf_counter() - start
+    else:
+        result.decode_s = time.perf_counter() - decode_start if generated > 1 else 0.0
     if decoder is not None:
         result.text = decoder.final_text()
     return result
-
-
-def _is_cancelled(cancel: Cancel) -> bool:
-    if cancel is None:
-        return False
-    is_set = getattr(cancel, "is_set", None)
-    return bool(is_set()) if callable(is_set) else bool(cancel())
 
 
 def _as_ids(value: int | Iterable[int] | None) -> Sequence[int]:

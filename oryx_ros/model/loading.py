@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .configuration_oryx import OryxConfig
 from .modeling_oryx import OryxForCausalLM
@@ -66,6 +66,7 @@ class CheckpointMismatchError(RuntimeError):
         self.missing = sorted(missing)
         self.unexpected = sorted(unexpected)
         self.mismatched = dict(sorted((mismatched or {}).items()))
+        self.hint = hint
         lines = ["checkpoint does not match the Oryx model:"]
         if self.missing:
             lines.append(f"  {len(self.missing)} missing tensors: {', '.join(self.missing)}")
@@ -76,6 +77,26 @@ class CheckpointMismatchError(RuntimeError):
         if hint:
             lines.append(f"  hint: {hint}")
         super().__init__("\n".join(lines))
+
+
+class CorruptWeightsError(ValueError):
+    """A weights file that safetensors cannot read (truncated, or not safetensors at all)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path} is not a readable safetensors file: {reason}")
+
+
+class PickledWeightsError(ValueError):
+    """A pickled weights file refused because ``allow_pickle`` is off."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(
+            f"refusing to read the pickled file {path}: pass allow_pickle=True (it is then read with "
+            f"torch.load(weights_only=True)) or convert it to safetensors"
+        )
 
 
 @dataclass
@@ -123,7 +144,9 @@ def load_oryx(
     Raises:
         FileNotFoundError: missing directory, config, weights or tokenizer files.
         CheckpointMismatchError: missing/unexpected/mis-shaped tensors (all named).
-        ValueError: bad arguments, pickled ViT file without ``allow_pickle``, tokenizer larger than the vocab.
+        CorruptWeightsError: a truncated or corrupt safetensors file (a ValueError).
+        PickledWeightsError: a pickled ViT file without ``allow_pickle`` (a ValueError).
+        ValueError: bad arguments, tokenizer larger than the vocab.
     """
     directory = Path(path)
     if not directory.is_dir():
@@ -177,7 +200,7 @@ def load_oryx(
         for name in names:
             by_device.setdefault(str(placement(name)), []).append(name)
         for target, group in by_device.items():
-            with safe_open(str(shard_path), framework="pt", device=target) as reader:
+            with _safe_open(shard_path, device=target) as reader:
                 for name in group:
                     state[name] = _cast(reader.get_tensor(name), dtype)
     if vit_tensors:
@@ -254,7 +277,7 @@ def checkpoint_tensor_sources(directory: str | os.PathLike) -> dict[str, str]:
         return dict(weight_map)
     single = directory / SINGLE_FILE
     if single.is_file():
-        with safe_open(str(single), framework="pt") as reader:
+        with _safe_open(single) as reader:
             return dict.fromkeys(reader.keys(), SINGLE_FILE)
     if any(directory.glob("*.bin")) or any(directory.glob("*.pth")):
         raise FileNotFoundError(
@@ -274,14 +297,11 @@ def read_vit_weights(path: str | os.PathLike, allow_pickle: bool = False) -> dic
     if not path.is_file():
         raise FileNotFoundError(f"Oryx-ViT weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as reader:
+        with _safe_open(path) as reader:
             tensors = {name: reader.get_tensor(name) for name in reader.keys()}  # noqa: SIM118 (not a dict)
     else:
         if not allow_pickle:
-            raise ValueError(
-                f"refusing to read the pickled file {path}: pass allow_pickle=True (it is then read with "
-                f"torch.load(weights_only=True)) or convert it to safetensors"
-            )
+            raise PickledWeightsError(path)
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
@@ -320,7 +340,7 @@ def _vit_file(directory: Path, config: OryxConfig, vit_path, has_vit: bool) -> P
 def _shapes_in_shards(directory: Path, sources: dict[str, str]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for shard in sorted(set(sources.values())):
-        with safe_open(str(directory / shard), framework="pt") as reader:
+        with _safe_open(directory / shard) as reader:
             present = set(reader.keys())
             for name in (n for n, s in sources.items() if s == shard):
                 if name not in present:
@@ -346,6 +366,14 @@ def _check_names_and_shapes(
     elif any(name.startswith("model.vision_resampler.") for name in missing):
         hint = "no compressor weights: the checkpoint may be a mm_resampler_type=null one (force_dynamic_compressor)"
     raise CheckpointMismatchError(missing, unexpected, mismatched, hint)
+
+
+def _safe_open(path: Path, device: str = "cpu") -> Any:
+    """``safe_open`` naming the file when its header cannot be read (truncated or not safetensors)."""
+    try:
+        return safe_open(str(path), framework="pt", device=device)
+    except SafetensorError as error:
+        raise CorruptWeightsError(path, str(error)) from error
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

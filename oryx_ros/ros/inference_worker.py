@@ -3,7 +3,8 @@
 The model runs one request at a time, so ROS callbacks never run it themselves: they submit a job and
 wait on its future from their own callback group, while sensor callbacks keep filling the buffer. A full
 queue is refused at once (``WorkerBusyError``) rather than making the caller hang, and a job that has
-waited past its deadline is not started at all.
+waited past its deadline, or whose future was cancelled while it waited (``Future.cancel()``), is not
+started at all.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class InferenceWorker:
         self._running = False
         self._completed = self._failed = self._rejected = self._expired = 0
         self._last_latency_s = 0.0
+        self._current: _Job | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -107,17 +109,27 @@ class InferenceWorker:
             return WorkerStats(self._queue.qsize(), self._running, self._completed, self._failed,
                                self._rejected, self._expired, self._last_latency_s)
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the running job, fail the queued ones, and end the thread."""
+    def cancel_all(self) -> None:
+        """Cancel the queued jobs (never started) and ask the running one to stop (its token)."""
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is not None:
-                job.future.set_exception(RuntimeError("the node is shutting down"))
+                job.future.cancel()
+        with self._lock:
+            running = self._current
+        if running is not None:
+            running.token.cancel()
+
+    def stop(self, timeout_s: float = 1.0) -> bool:
+        """Cancel the queued and running jobs and end the thread; False if it still runs after ``timeout_s``
+        (a job that ignores its token; the thread is a daemon, so it never holds the process)."""
+        self.cancel_all()
         self._queue.put(None)
         self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -129,7 +141,7 @@ class InferenceWorker:
                 job.future.set_exception(DeadlineExceededError("the request's deadline passed while it waited"))
                 continue
             with self._lock:
-                self._running = True
+                self._running, self._current = True, job
             started = time.monotonic()
             try:
                 result = job.run(job.token)
@@ -144,5 +156,5 @@ class InferenceWorker:
                 job.future.set_result(result)
             finally:
                 with self._lock:
-                    self._running = False
+                    self._running, self._current = False, None
                     self._last_latency_s = time.monotonic() - started

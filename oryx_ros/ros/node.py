@@ -6,20 +6,29 @@ Threads and callback groups (MultiThreadedExecutor):
   inference worker and wait for it, so several requests may wait while sensors keep streaming in;
 * the description and diagnostics timers (one mutually exclusive group) never wait on the model: a
   description is only submitted when the worker is idle, and published from its completion.
+
+Stopping (SIGINT/SIGTERM, see :func:`_spin`): the executor spins on a thread of its own while the main
+thread waits for a signal; then new requests are refused, the running and queued jobs are cancelled (the
+model stops within one layer), waiting requests answer (an action goal gets its result) and the node is
+destroyed before the ROS context shuts down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import rclpy
 from builtin_interfaces.msg import Time
@@ -31,6 +40,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -44,12 +54,16 @@ from oryx_ros.ros.parameters import CONFIG_FIELDS, NodeConfig, check_parameter, 
 from oryx_ros.ros.process_memory import tune_malloc
 from oryx_ros.ros.requests import RequestError, RequestLimits, escape_prompt_text, spread_frame_cap, validate_request
 from oryx_ros.ros.scene_messages import scene_graph_message, scene_markers
+from oryx_ros.ros.startup import StartupError, check_model_settings, explain_load_error, report
 from oryx_ros.srv import Ask
 
 NS_PER_S = 1_000_000_000
 NEVER_NS = 1 << 62  # a duration no stamp gap reaches
 INTERNAL_ERROR = "internal error (see the node log)"
+SHUTTING_DOWN = "the node is shutting down"
+STOP_GRACE_S = 1.0  # how long waiting requests get to answer once a stop is requested
 SPATIAL_UNAVAILABLE = "spatial reasoning is unavailable: this build has no spatial module"
+ACTION_RESULT_TIMEOUT_S = 60  # how long the ~/ask action server keeps a finished goal's result
 
 
 @dataclass
@@ -131,7 +145,14 @@ class OryxCore:
         self._pose_subscription: Any = None
         self._clock_jump_handle: Any = None
         self._description_pending = False
+        self._stopping = False
+        self._in_flight = 0  # Ask requests (service or action) being answered
+        self._in_flight_changed = threading.Condition()
         self._descriptions_skipped_busy = 0
+        # The running description's token: a question preempts it (descriptions are best effort, questions
+        # are someone waiting). A period-based deadline would instead cancel every description on a slow CPU.
+        self._description_token: CancelToken | None = None
+        self._descriptions_preempted = 0
         self._description_timer: Any = None
         # (new, text, visual) tokens of the last description: shows description.* changes taking effect
         self._last_description_tokens: tuple[int, int, int] | None = None
@@ -177,7 +198,10 @@ class OryxCore:
         self.ask_service = node.create_service(Ask, "~/ask", self._on_ask_service, callback_group=self.service_group)
         self.ask_action = ActionServer(
             node, AskAction, "~/ask", execute_callback=self._on_ask_action, goal_callback=self._on_goal,
-            cancel_callback=lambda _goal: CancelResponse.ACCEPT, callback_group=self.action_group)
+            cancel_callback=lambda _goal: CancelResponse.ACCEPT, callback_group=self.action_group,
+            # Finished goals' results are kept this long for late get_result calls (rclpy's default is
+            # 900 s on Humble/Jazzy: 150 results at a goal every 6 s); clients ask for theirs at once.
+            result_timeout=ACTION_RESULT_TIMEOUT_S)
         self._publishers = [self.description_pub, self.graph_pub, self.markers_pub, self.marked_views_pub,
                             self.diagnostics_pub]
 
@@ -229,6 +253,15 @@ class OryxCore:
             self.node.destroy_subscription(self._pose_subscription)
             self._pose_subscription = None
 
+    def stop(self, grace_s: float = STOP_GRACE_S) -> bool:
+        """Orderly stop: refuse new requests, cancel the running and queued jobs, and give the requests
+        already waiting up to ``grace_s`` to answer. False if some are still waiting then."""
+        self._stopping = True
+        if self.worker is not None:
+            self.worker.cancel_all()
+        with self._in_flight_changed:
+            return self._in_flight_changed.wait_for(lambda: self._in_flight == 0, timeout=grace_s)
+
     def cleanup(self) -> None:
         self.deactivate()
         if self.worker is not None:
@@ -248,12 +281,16 @@ class OryxCore:
 
     # ------------------------------------------------------------------------------------------ set-up
     def _load_model(self) -> None:
+        """Raises StartupError (one line naming the parameter and the fix) for settings that cannot work:
+        the cheap ones are checked before torch loads anything."""
+        config = self.config
+        check_model_settings(config.model_path, config.model_device, config.model_dtype, config.attn_implementation)
+
         import torch
 
         from oryx_ros.model.engine import OryxEngine
         from oryx_ros.model.planner import PlanPolicy
 
-        config = self.config
         path = config.model_path
         if not path:
             from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
@@ -266,14 +303,20 @@ class OryxCore:
         started = time.monotonic()
         # "auto" spreads a 34B/32B checkpoint over all visible GPUs (accelerate placement, whole decoder layers).
         multi_gpu = config.model_device == "auto"
-        self.engine = OryxEngine.from_pretrained(
-            path, device="cuda" if multi_gpu else config.model_device, device_map="auto" if multi_gpu else None,
-            dtype=getattr(torch, config.model_dtype),
-            attn_implementation=config.attn_implementation, allow_pickle=config.allow_pickle,
-            cache_bytes=int(config.token_cache_megabytes * 1024 * 1024),
-            policy=PlanPolicy(min_frames_at_4x=config.min_frames_at_4x, auto_max_frames_4x=config.max_frames_4x,
-                              auto_max_frames_16x=config.max_frames_16x),
-            max_context=config.max_context_tokens or None)
+        try:
+            self.engine = OryxEngine.from_pretrained(
+                path, device="cuda" if multi_gpu else config.model_device, device_map="auto" if multi_gpu else None,
+                dtype=getattr(torch, config.model_dtype),
+                attn_implementation=config.attn_implementation, allow_pickle=config.allow_pickle,
+                cache_bytes=int(config.token_cache_megabytes * 1024 * 1024),
+                policy=PlanPolicy(min_frames_at_4x=config.min_frames_at_4x, auto_max_frames_4x=config.max_frames_4x,
+                                  auto_max_frames_16x=config.max_frames_16x),
+                max_context=config.max_context_tokens or None)
+        except Exception as error:
+            explained = explain_load_error(error, path, config.model_device)
+            if explained is None:
+                raise
+            raise explained from error
         self.model_name = self.engine.model_name
         self.log.info(f"loaded {self.model_name} on {config.model_device} ({config.model_dtype}) "
                       f"in {time.monotonic() - started:.1f} s, context {self.engine.context_limit} tokens")
@@ -411,9 +454,22 @@ class OryxCore:
     def answer(self, request: Any, on_token: Callable[[str, int], None] | None = None,
                cancel_requested: Callable[[], bool] | None = None) -> AskOutcome:
         """Serve one Ask request (service or action goal); never raises."""
+        with self._in_flight_changed:
+            self._in_flight += 1
+        try:
+            return self._answer(request, on_token, cancel_requested)
+        finally:
+            with self._in_flight_changed:
+                self._in_flight -= 1
+                self._in_flight_changed.notify_all()
+
+    def _answer(self, request: Any, on_token: Callable[[str, int], None] | None,
+                cancel_requested: Callable[[], bool] | None) -> AskOutcome:
         started = time.monotonic()
         outcome = AskOutcome()
         try:
+            if self._stopping:
+                raise RequestError(SHUTTING_DOWN)
             valid = validate_request(request, self._request_limits())
             if valid.escaped:
                 self.log.info(f"question: escaped {valid.escaped} prompt-control sequence(s) (<image>, <|...|>)")
@@ -436,7 +492,10 @@ class OryxCore:
 
             deadline_s = self._parameter("ask.deadline_s")
             future, token = self.worker.submit(job, deadline_s=deadline_s)
+            self._preempt_description()
             outcome = self._wait(future, token, cancel_requested)
+            if outcome.cancelled and self._stopping:
+                outcome.error = SHUTTING_DOWN
         except (RequestError, WorkerBusyError, DeadlineExceededError) as error:
             outcome = AskOutcome(error=str(error))
         except PlanError as error:  # the planner's own words: what does not fit and what to change
@@ -450,16 +509,21 @@ class OryxCore:
         return outcome
 
     def _wait(self, future: Future, token: CancelToken, cancel_requested: Callable[[], bool] | None) -> AskOutcome:
-        # Waiting in slices lets a cancelled action goal stop a job that has not started yet.
+        """The job's outcome. Waiting in slices lets a cancel (the client's, or the node stopping) reach a
+        queued job at once (it never starts) and a running one through its token, which the model reads
+        before every layer."""
         while True:
+            stopping = self._stopping or not rclpy.ok(context=self.node.context)
+            if stopping or (cancel_requested is not None and cancel_requested()):
+                if future.cancel():
+                    return AskOutcome(cancelled=True, error=SHUTTING_DOWN if stopping else "cancelled")
+                token.cancel()
             try:
-                return future.result(timeout=0.05)
+                return future.result(timeout=0.02)
             except TimeoutError:
-                if cancel_requested is not None and cancel_requested():
-                    token.cancel()
-                if not rclpy.ok(context=self.node.context):
-                    token.cancel()
-                    raise RequestError("the node is shutting down") from None
+                continue
+            except CancelledError:  # cancelled while queued by the worker's stop
+                return AskOutcome(cancelled=True, error=SHUTTING_DOWN)
 
     def _outcome(self, result: Any, token: CancelToken) -> AskOutcome:
         if result.stop_reason == "cancelled" and token.deadline_passed:
@@ -531,23 +595,27 @@ class OryxCore:
 
         outcome = self.answer(goal_handle.request, on_token, lambda: goal_handle.is_cancel_requested)
         self._log_outcome("action", goal_handle.request.question, outcome)
-        if outcome.cancelled or goal_handle.is_cancel_requested:
-            outcome.cancelled = True
+        if outcome.cancelled and goal_handle.is_cancel_requested:
             goal_handle.canceled()
         elif outcome.success:
             goal_handle.succeed()
         else:
-            goal_handle.abort()
+            goal_handle.abort()  # a failure, or a goal stopped because the node is shutting down
         return outcome.fill(AskAction.Result())
 
     def _log_outcome(self, via: str, question: str, outcome: AskOutcome) -> None:
         if outcome.success:
             self.log.info(f"{via}: {question!r} -> {outcome.frames_used} frames, {outcome.visual_tokens} visual "
                           f"tokens ({outcome.compression}) in {outcome.latency_s:.2f} s")
+        elif outcome.cancelled:
+            reason = "" if outcome.error == "cancelled" else f" ({outcome.error})"
+            self.log.info(f"{via}: {question!r} cancelled{reason} after {outcome.latency_s:.2f} s")
         else:
             self.log.warning(f"{via}: {question!r} failed: {outcome.error}")
 
     def _maybe_describe(self) -> None:
+        if self._stopping:
+            return
         if self._description_pending or not self.worker.idle:
             self._descriptions_skipped_busy += 1
             self.log.debug("skipping a scene description: the model is busy")
@@ -577,21 +645,30 @@ class OryxCore:
             return result, self.spatial.build(by_camera) if with_scene else None
 
         try:
-            future, _ = self.worker.submit(job, deadline_s=self.config.description_period_s * 3)
+            future, token = self.worker.submit(job)
         except WorkerBusyError:
             self._descriptions_skipped_busy += 1
             return
-        self._description_pending = True
+        self._description_pending, self._description_token = True, token
         future.add_done_callback(lambda f: self._publish_description(f, by_camera, started))
 
+    def _preempt_description(self) -> None:
+        token = self._description_token
+        if self._description_pending and token is not None and not token():
+            token.cancel()
+            self._descriptions_preempted += 1
+
     def _publish_description(self, future: Future, by_camera: dict[str, list[Frame]], started: float) -> None:
-        self._description_pending = False
-        if not rclpy.ok(context=self.node.context):
-            return  # finished while the node was shutting down
+        self._description_pending, self._description_token = False, None
+        if self._stopping or future.cancelled() or not rclpy.ok(context=self.node.context):
+            return  # cancelled or finished while the node was shutting down
         if future.exception() is not None:
             self.log.warning(f"scene description failed: {future.exception()}")
             return
         result, scene = future.result()
+        if result.stop_reason == "cancelled":
+            self.log.debug("scene description preempted by a question")
+            return
         used = [frame for frames in by_camera.values() for frame in frames]
         stamps = [frame.stamp_ns for frame in used]
         message = SceneDescription(
@@ -643,7 +720,7 @@ class OryxCore:
             "queue_depth": worker.queued, "completed": worker.completed, "failed": worker.failed,
             "rejected_busy": worker.rejected_busy, "expired": worker.expired,
             "last_latency_s": f"{worker.last_latency_s:.3f}", "descriptions_skipped_busy":
-            self._descriptions_skipped_busy, **{f"token_cache_{k}": v for k, v in
+            self._descriptions_skipped_busy, "descriptions_preempted": self._descriptions_preempted, **{f"token_cache_{k}": v for k, v in
                                                 vars(self.engine.cache_stats()).items()},
             **(dict(zip(("last_description_new_tokens", "last_description_text_tokens",
                          "last_description_visual_tokens"), self._last_description_tokens, strict=True))
@@ -709,12 +786,17 @@ class OryxNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("oryx", **kwargs)
-        self.core = OryxCore(self)
-        self.core.configure()
+        try:
+            self.core = OryxCore(self)
+            self.core.configure()
+        except StartupError as error:  # main() then exits 1
+            report(self.get_logger(), error)
+            raise
         self.core.activate()
 
     def destroy_node(self) -> None:
-        self.core.cleanup()
+        if hasattr(self, "core"):  # not when the parameters were refused
+            self.core.cleanup()
         super().destroy_node()
 
 
@@ -723,12 +805,19 @@ class OryxLifecycleNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("oryx", **kwargs)
-        self.core = OryxCore(self)  # declares the parameters, so they can be inspected and set before configure
+        try:
+            self.core = OryxCore(self)  # declares the parameters, so they can be inspected and set before configure
+        except StartupError as error:  # camera parameters (model.* are checked by configure): exit 1
+            report(self.get_logger(), error)
+            raise
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and create services/publishers; FAILURE (stay unconfigured) if that fails."""
         try:
             self.core.configure()
+        except StartupError as error:  # one line naming the parameter; the node stays up, unconfigured
+            report(self.get_logger(), error)
+            return TransitionCallbackReturn.FAILURE
         except Exception as error:
             self.get_logger().error(f"configure failed: {type(error).__name__}: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -754,32 +843,96 @@ class OryxLifecycleNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM, handled in Python (rclpy's own handlers would shut the context down at once,
+    before a streaming goal could be given its result). While the node starts they interrupt it (model
+    loading ends with ``KeyboardInterrupt``); once it serves they only set ``requested``."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.serving = False
+        self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+
+    def _handle(self, number: int, _frame: Any) -> None:
+        if not self.serving:
+            raise KeyboardInterrupt
+        self.requested.set()  # a repeated signal changes nothing: the stop is already under way
+
+    def restore(self) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+
+
+def _serve(node: Node, signals: _StopSignals) -> None:
+    """Spin ``node`` until a stop signal, then stop it in order (see the module docstring)."""
+    # Every queued or running request holds one thread while it waits for the model (the queue
+    # bounds them); the rest serve cameras, timers and new requests (which may be refused as busy).
+    queue_size = node.get_parameter("ask.queue_size").value if node.has_parameter("ask.queue_size") else 8
+    executor = MultiThreadedExecutor(num_threads=queue_size + 1 + 4)
+    executor.add_node(node)
+
+    def spin() -> None:
+        with contextlib.suppress(ExternalShutdownException):
+            executor.spin()
+
+    spinner = threading.Thread(target=spin, name="oryx-executor")
+    signals.serving = True
+    spinner.start()
+    while spinner.is_alive() and not signals.requested.wait(1.0):
+        pass
+    node.get_logger().info("stopping: cancelling the running and queued requests")
+    core = getattr(node, "core", None)
+    if core is not None and not core.stop():
+        node.get_logger().warning(f"requests still waiting {STOP_GRACE_S:.1f} s after the stop; ending anyway")
+    # The executor sends the results of the goals that just ended: a task queued after them marks that.
+    marker, deadline = executor.create_task(lambda: None), time.monotonic() + 0.5
+    while not marker.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    executor.shutdown(timeout_sec=0.5)
+    spinner.join(0.5)
+
+
 def _spin(node_class: type[Node], argv: Sequence[str] | None) -> int:
+    """Run the node until SIGINT/SIGTERM; 0 after an orderly stop (at any stage), 1 on a start-up error."""
     args = [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
     tune_malloc()  # before DDS and the executor start threads: camera-sized buffers must not fragment the heap
+    signals = _StopSignals()
     try:
-        with rclpy.init(args=args):
-            node = node_class()
-            # Every queued or running request holds one thread while it waits for the model (the queue
-            # bounds them); the rest serve cameras, timers and new requests (which may be refused as busy).
-            queue_size = node.get_parameter("ask.queue_size").value if node.has_parameter("ask.queue_size") else 8
-            executor = MultiThreadedExecutor(num_threads=queue_size + 1 + 4)
-            executor.add_node(node)
+        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
+            node = node_class()  # the plain node loads the model here: a signal interrupts the loading
             try:
-                executor.spin()
+                _serve(node, signals)
             finally:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except StartupError:  # already logged as one line by the node
+        return 1
+    finally:
+        signals.restore()
     return 0
 
 
+def _end_process(code: int) -> NoReturn:
+    """Exit at once with ``code``. :func:`_spin` has already released the node, the model and the ROS
+    context in order; interpreter finalization after that took 1-5 s (torch, CUDA, open3d module state),
+    long enough for launch to escalate to SIGTERM, and C++ static destructors could abort the process
+    ("terminate called without an active exception") while a library thread was still alive."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return _spin(OryxNode, argv)
+    _end_process(_spin(OryxNode, argv))
 
 
 def main_lifecycle(argv: Sequence[str] | None = None) -> int:
-    return _spin(OryxLifecycleNode, argv)
+    _end_process(_spin(OryxLifecycleNode, argv))
 
 
 if __name__ == "__main__":

@@ -15,20 +15,24 @@ descriptors' ranges cannot express are checked by :func:`check_parameter` (at st
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
 from oryx_ros.perception import image_codec
 from oryx_ros.ros.camera_ingest import CameraConfig
 from oryx_ros.ros.requests import MAX_FRAMES, MAX_NEW_TOKENS, MAX_QUESTION_CHARS, MODES
+from oryx_ros.ros.startup import StartupError
 
 # Largest decoded image area by default: the codec's limit once it has one, else 4K UHD-ish (4096x2304).
 DEFAULT_MAX_DECODE_PIXELS = int(getattr(image_codec, "MAX_DECODE_PIXELS", 4096 * 2304))
 DEVICES_HINT = "cpu, cuda, cuda:N, or auto (spread over all GPUs, for 34B/32B)"
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?|auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
@@ -210,13 +214,26 @@ CAMERA_PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 def declare_parameters(node: Node) -> NodeConfig:
-    """Declare every parameter on ``node`` and return their values as a typed config."""
+    """Declare every parameter on ``node`` and return their values as a typed config.
+
+    Raises:
+        StartupError: a value of the wrong type, out of its range, or refused by :func:`validate`
+            (one line naming the parameter). ``model.*`` values are checked when the model is loaded.
+    """
+    try:
+        return _declare_parameters(node)
+    except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+        raise StartupError(f"{error} (fix it in the parameters file or on the command line)") from error
+
+
+def _declare_parameters(node: Node) -> NodeConfig:
     node.declare_parameters("", [(name, default, descriptor) for name, (default, descriptor) in PARAMETERS.items()])
     node.declare_parameter("cameras.names", ["camera"], _text("camera names; each has a cameras.<name>.* group",
                                                                 **_fixed(FIXED_SUBSCRIPTIONS)))
     names = list(node.get_parameter("cameras.names").value)
     if len(set(names)) != len(names) or not all(names):
-        raise ValueError(f"cameras.names must be unique, non-empty names: {names}")
+        raise StartupError(f"cameras.names must be unique, non-empty names, got {names}: rename or remove the "
+                           "repeated or empty ones", "cameras.names")
     cameras, mounts = [], {}
     for name in names:
         values = {}
@@ -227,7 +244,9 @@ def declare_parameters(node: Node) -> NodeConfig:
             values["image_topic"] = f"/{name}/image_raw" + ("/compressed" if values["compressed"] else "")
         mounts[name] = tuple(float(v) for v in values.pop("mount"))
         if len(mounts[name]) != 7:
-            raise ValueError(f"cameras.{name}.mount needs 7 numbers (x y z qx qy qz qw), got {len(mounts[name])}")
+            raise StartupError(f"cameras.{name}.mount needs 7 numbers (x y z qx qy qz qw), got "
+                               f"{len(mounts[name])}: give the optical frame pose as [x, y, z, qx, qy, qz, qw]",
+                               f"cameras.{name}.mount")
         cameras.append(CameraConfig(
             name=name, image_topic=values["image_topic"], compressed=values["compressed"],
             camera_info_topic=values["camera_info_topic"] or None, depth_topic=values["depth_topic"] or None,
@@ -270,6 +289,8 @@ def check_parameter(name: str, value: Any, value_of: Callable[[str], Any], camer
         return "spatial.base_frame must not be empty"
     if name == "model.dtype" and value not in DTYPES:
         return f"model.dtype must be one of {DTYPES}, got {value!r}"
+    if name == "model.device" and not DEVICE_PATTERN.fullmatch(value):
+        return f"model.device must be {DEVICES_HINT}, got {value!r}"
     if name == "model.attn_implementation" and value not in ATTENTION:
         return f"model.attn_implementation must be one of {ATTENTION}, got {value!r}"
     if name == "spatial.pose_type" and value not in ("odometry", "pose_stamped"):
@@ -278,12 +299,17 @@ def check_parameter(name: str, value: Any, value_of: Callable[[str], Any], camer
 
 
 def validate(config: NodeConfig) -> None:
-    """Reject a start-up configuration that the descriptors' ranges cannot express (ValueError)."""
+    """Reject a start-up configuration that the descriptors' ranges cannot express (StartupError).
+
+    ``model.*`` are left to the model loading (``oryx_ros.ros.startup.check_model_settings``, the same
+    checks and more), so that a lifecycle node with a bad one stays up and fails its configure.
+    """
     values = {name: getattr(config, field_name) for name, field_name in CONFIG_FIELDS.items()}
     for name, value in values.items():
-        problem = check_parameter(name, value, values.__getitem__, len(config.cameras))
+        problem = None if name.startswith("model.") else check_parameter(name, value, values.__getitem__,
+                                                                           len(config.cameras))
         if problem:
-            raise ValueError(problem)
+            raise StartupError(problem, name)
 
 
 def parameter_table_markdown() -> str:

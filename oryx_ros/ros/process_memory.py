@@ -1,20 +1,22 @@
 """Keep the node's resident memory bounded: glibc malloc settings and the process's memory figures.
 
-Why this exists (measured with bench/bench_soak.py): the frame buffer and the token cache stay inside
-their budgets, yet a node with 3 cameras at 640x480 grew by tens of MB a minute. The growth is glibc
-heap fragmentation, not objects kept alive (tracemalloc's Python heap stays flat). Every camera message
-is a ~0.9 MB buffer allocated on whichever executor or DDS thread received it, so glibc spreads them
-over up to 8 arenas per core; frames kept for the buffer's window sit between short-lived messages and
-inference temporaries, and an arena can give memory back only from its top. glibc also raises its mmap
-threshold to the size of each large block freed (up to 32 MB), so after the first frame is dropped
-every later one comes from those arenas instead of its own mmap.
+Why this exists (measured with bench/bench_soak.py, README "Memory bound and soak"): with 3 cameras at
+640x480 the node's RSS grew by ~70 MB a minute while the frame buffer and the token cache stayed inside
+their budgets. The growth was in glibc's per-thread malloc arenas (/proc/PID/smaps), not in objects kept
+alive: the Python heap less the buffer's frames (tracemalloc, which also traces numpy's buffers) stays
+flat. Every camera message is a ~0.9 MB buffer allocated on whichever executor or DDS thread received it,
+and so are the decoded frames and the inference temporaries. glibc raises its mmap threshold to the size
+of each large block freed (up to 32 MB), so after the first frame is dropped every later one comes from
+an arena instead of its own mapping; frames kept for the buffer's window then sit between short-lived
+blocks and small survivors, and an arena gives memory back only from its top.
 
 :func:`tune_malloc` fixes the mmap threshold (which switches the dynamic raising off) so that every
 large block is mmapped and returned to the system when freed, and caps the arenas; it must run before
-the executor's threads start. :func:`release_free_memory` (``malloc_trim``) hands back what is free in
-the arenas' middles after each inference request. Both are no-ops off glibc. An operator who sets
-glibc's own knobs (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES``) keeps them, and
-``ORYX_ROS_MALLOC_TUNING=0`` turns this off.
+the executor's threads start (``oryx_ros.ros.node._spin`` calls it first). With it the arenas stay at
+tens of MB and the soak's slope is within noise. :func:`release_free_memory` (``malloc_trim``) is not
+called by the node, since the soak shows no need for it; it is there for a debugging session. Both are
+no-ops off glibc. An operator who sets glibc's own knobs (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``,
+``GLIBC_TUNABLES``) keeps them, and ``ORYX_ROS_MALLOC_TUNING=0`` turns this off.
 """
 
 from __future__ import annotations

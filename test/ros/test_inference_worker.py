@@ -34,10 +34,9 @@ def test_full_queue_is_refused_at_once_and_counted() -> None:
     while not worker.stats().running:
         time.sleep(0.001)
     waiting, _ = worker.submit(lambda _t: "second")
-    started = time.monotonic()
     with pytest.raises(WorkerBusyError, match="busy"):
         worker.submit(lambda _t: "third")
-    assert time.monotonic() - started < 1.0
+    assert worker.stats().running and not release.is_set()  # refused while the first job still ran: no wait
     release.set()
     assert running.result(timeout=5) is True and waiting.result(timeout=5) == "second"
     assert worker.stats().rejected_busy == 1
@@ -69,3 +68,30 @@ def test_explicit_cancel_and_failing_job_leave_the_worker_serving() -> None:
     assert good.result(timeout=5) == "still serving"
     assert worker.stats().failed == 1
     worker.stop()
+
+
+def test_a_cancelled_queued_job_never_starts() -> None:
+    worker = InferenceWorker(max_queue=2)
+    started: list[str] = []
+
+    running, running_token = worker.submit(spin_until_cancelled)
+    queued, _ = worker.submit(lambda _t: started.append("queued"))
+    assert queued.cancel() and queued.cancelled()  # still pending: cancelled without waiting for `running`
+    assert not running.done()
+    running_token.cancel()
+    assert running.result(timeout=5) == "stopped"
+    after, _ = worker.submit(lambda _t: "after")
+    assert after.result(timeout=5) == "after" and started == []
+    worker.stop()
+
+
+def test_stop_cancels_the_running_and_the_queued_jobs() -> None:
+    worker = InferenceWorker(max_queue=2)
+    started: list[str] = []
+
+    running, _ = worker.submit(spin_until_cancelled)
+    queued, _ = worker.submit(lambda _t: started.append("queued"))
+    while not worker.stats().running:
+        time.sleep(0.01)
+    assert worker.stop()  # the thread ended
+    assert running.result(timeout=0) == "stopped" and queued.cancelled() and started == []

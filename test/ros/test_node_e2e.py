@@ -15,18 +15,30 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import rclpy
 from action_msgs.msg import GoalStatus
+from camera_bag_node import (
+    CAMERAS,
+    DESCRIPTION_WINDOW_S,
+    FRAMES,
+    HEIGHT,
+    TOPICS,
+    WIDTH,
+    Bag,
+    domain_env,
+    replay_into,
+    start_node,
+    stop_node,
+    write_bag,
+    write_params,
+)
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
 
 from oryx_ros.action import Ask as AskAction
-from oryx_ros.bags.camera_bag import write_camera_bag
-from oryx_ros.bags.synthetic import make_test_frames
 from oryx_ros.model.preprocessing import video_frame_size
 from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
 from oryx_ros.msg import SceneDescription
@@ -35,33 +47,7 @@ from oryx_ros.srv import Ask
 
 pytestmark = pytest.mark.ros
 
-CAMERAS = ["cam0", "cam1", "cam2"]
-FRAMES, FPS, WIDTH, HEIGHT = 24, 10.0, 160, 120
-DESCRIPTION_WINDOW_S = 30.0
-TOPICS = [f"/{c}/{kind}" for c in CAMERAS for kind in ("image_raw", "camera_info")]
-
-
-@dataclass
-class Bag:
-    path: Path
-    newest_stamp_ns: int
-    oldest_stamp_ns: int
-
-
-def _write_params(path: Path, extra: str = "") -> Path:
-    groups = "\n".join(f"      {c}: {{image_topic: /{c}/image_raw, camera_info_topic: /{c}/camera_info}}"
-                       for c in CAMERAS)
-    path.write_text(f"""/**:
-  ros__parameters:
-    cameras:
-      names: [{", ".join(CAMERAS)}]
-{groups}
-    buffer: {{max_rate_hz: 0.0}}
-    qos: {{sensor_reliable: true, sensor_depth: 100}}
-    ask: {{queue_size: 1, max_new_tokens: 8, default_window_s: 60.0}}
-    description: {{period_s: 1.0, window_s: {DESCRIPTION_WINDOW_S}, max_new_tokens: 4}}
-{extra}""")
-    return path
+_write_params = write_params
 
 
 def _replay(bag: Path, wait: bool = True) -> subprocess.Popen:
@@ -75,11 +61,7 @@ def _replay(bag: Path, wait: bool = True) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory: pytest.TempPathFactory) -> Bag:
-    path = tmp_path_factory.mktemp("bag") / "three_cameras"
-    frames = make_test_frames(CAMERAS, FRAMES, fps=FPS, width=WIDTH, height=HEIGHT)
-    write_camera_bag(path, frames)
-    stamps = [frame.stamp_ns for frame in frames]
-    return Bag(path, max(stamps), min(stamps))
+    return write_bag(tmp_path_factory.mktemp("bag") / "three_cameras")
 
 
 @pytest.fixture(scope="module")
@@ -235,10 +217,8 @@ def test_concurrent_asks_while_frames_stream_in(client: Node, bag: Bag) -> None:
 def _node_on_its_own_domain(command: str, params: Path, domain_offset: int,
                             extra_args: Sequence[str] = ()) -> Iterator[tuple[Node, dict[str, str]]]:
     """A node process and a client node on a domain of their own, apart from the module's node."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str((int(os.environ["ROS_DOMAIN_ID"]) + domain_offset) % 200 + 1))
-    process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", command, "--ros-args", "--params-file",
-                                str(params), *extra_args], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    env = domain_env(domain_offset)
+    process = start_node(command, params, env, extra_args=tuple(extra_args))
     context = rclpy.Context()
     old_domain = os.environ["ROS_DOMAIN_ID"]
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
@@ -250,17 +230,10 @@ def _node_on_its_own_domain(command: str, params: Path, domain_offset: int,
     finally:
         os.environ["ROS_DOMAIN_ID"] = old_domain
         context.try_shutdown()
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_node(process)
 
 
-def _replay_into(env: dict[str, str], bag: Path, *extra: str) -> None:
-    replay = subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(bag), "--wait-subscribers", "1",
-                             "--topics", *TOPICS, *extra], env=env, capture_output=True, text=True, timeout=120)
-    assert replay.returncode == 0, replay.stdout + replay.stderr
+_replay_into = replay_into
 
 
 def test_lifecycle_node_loads_on_configure_and_subscribes_on_activate(tmp_path: Path, bag: Bag) -> None:
