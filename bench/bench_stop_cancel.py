@@ -49,23 +49,15 @@ CANCEL_GOAL_S: Final = 0.5
 def write_inputs(directory: Path, frames: int, width: int, height: int, model: str) -> tuple[Path, Path]:
     from oryx_ros.bags.camera_bag import write_camera_bag
     from oryx_ros.bags.synthetic import make_test_frames
+    from oryx_ros.params_file import camera_groups, write_params_file
 
     bag = directory / "bag"
     write_camera_bag(bag, make_test_frames(list(CAMERAS), frames, fps=10.0, width=width, height=height))
-    groups = "\n".join(f"      {c}: {{image_topic: /{c}/image_raw, camera_info_topic: /{c}/camera_info}}"
-                       for c in CAMERAS)
-    params = directory / "oryx.yaml"
-    params.write_text(f"""/**:
-  ros__parameters:
-    model: {{path: "{model}"}}
-    cameras:
-      names: [{", ".join(CAMERAS)}]
-{groups}
-    buffer: {{max_rate_hz: 0.0}}
-    qos: {{sensor_reliable: true, sensor_depth: 100}}
-    ask: {{queue_size: 1, max_new_tokens: 8, default_window_s: 60.0}}
-    description: {{enabled: false, period_s: 0.2, window_s: 60.0, max_new_tokens: {LONG}}}
-""")
+    params = write_params_file(directory / "oryx.yaml", {
+        "model": {"path": str(model)}, "cameras": camera_groups(CAMERAS), "buffer": {"max_rate_hz": 0.0},
+        "qos": {"sensor_reliable": True, "sensor_depth": 100},
+        "ask": {"queue_size": 1, "max_new_tokens": 8, "default_window_s": 60.0},
+        "description": {"enabled": False, "period_s": 0.2, "window_s": 60.0, "max_new_tokens": LONG}})
     return bag, params
 
 

@@ -44,8 +44,8 @@ def share_file(relative: str) -> Path:
 
 def ensure_demo_scene() -> tuple[Path, Path, list[str]]:
     """The demo bag, its camera parameter file and the topics the node reads; written once, then reused."""
-    import yaml
 
+    from oryx_ros.params_file import camera_topics_of, read_parameters
     from oryx_ros.spatial.synthetic_scene import make_scene, write_scene
 
     out = cache_dir() / "demo-scene-v1"
@@ -60,10 +60,7 @@ def ensure_demo_scene() -> tuple[Path, Path, list[str]]:
             shutil.rmtree(partial)
         write_scene(scene, partial, n_frames=DEMO_FRAMES, rate_hz=4.0)
         partial.rename(out)
-    groups = yaml.safe_load(cameras.read_text())["/**"]["ros__parameters"]["cameras"]
-    topics = [groups[name][key] for name in groups["names"]
-              for key in ("image_topic", "camera_info_topic", "depth_topic") if groups[name].get(key)]
-    return bag, cameras, topics
+    return bag, cameras, camera_topics_of(read_parameters(cameras)["cameras"])
 
 
 def _environment() -> dict[str, str]:

@@ -719,9 +719,10 @@ class OryxCore:
             "model": self.model_name, "device": self.config.model_device, "dtype": self.config.model_dtype,
             "queue_depth": worker.queued, "completed": worker.completed, "failed": worker.failed,
             "rejected_busy": worker.rejected_busy, "expired": worker.expired,
-            "last_latency_s": f"{worker.last_latency_s:.3f}", "descriptions_skipped_busy":
-            self._descriptions_skipped_busy, "descriptions_preempted": self._descriptions_preempted, **{f"token_cache_{k}": v for k, v in
-                                                vars(self.engine.cache_stats()).items()},
+            "last_latency_s": f"{worker.last_latency_s:.3f}",
+            "descriptions_skipped_busy": self._descriptions_skipped_busy,
+            "descriptions_preempted": self._descriptions_preempted,
+            **{f"token_cache_{k}": v for k, v in vars(self.engine.cache_stats()).items()},
             **(dict(zip(("last_description_new_tokens", "last_description_text_tokens",
                          "last_description_visual_tokens"), self._last_description_tokens, strict=True))
                if self._last_description_tokens else {})}))

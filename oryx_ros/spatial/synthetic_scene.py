@@ -31,6 +31,7 @@ import numpy.typing as npt
 import open3d as o3d
 import yaml
 
+from oryx_ros.params_file import parameters_document
 from oryx_ros.perception.frames import CameraIntrinsics, Frame
 from oryx_ros.spatial.geometry import look_at_pose, mount_from_pose
 from oryx_ros.spatial.relations import Box, RelationParams, compute_relations, relation_margins
@@ -475,7 +476,7 @@ def camera_config(scene: SyntheticScene) -> dict[str, Any]:
             "frame_id": camera.frame_id,
             "mount": [round(v, 6) for v in mount_from_pose(camera.T_base_from_cam)],
         }
-    return {"/**": {"ros__parameters": {"cameras": cameras, "spatial": {"base_frame": BASE_FRAME}}}}
+    return parameters_document({"cameras": cameras, "spatial": {"base_frame": BASE_FRAME}})
 
 
 def _tf_static_message(scene: SyntheticScene, typestore: Any, stamp_ns: int) -> Any:

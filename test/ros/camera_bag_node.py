@@ -12,6 +12,7 @@ from pathlib import Path
 
 from oryx_ros.bags.camera_bag import write_camera_bag
 from oryx_ros.bags.synthetic import make_test_frames
+from oryx_ros.params_file import camera_groups, write_params_file
 
 CAMERAS = ["cam0", "cam1", "cam2"]
 FRAMES, FPS, WIDTH, HEIGHT = 24, 10.0, 160, 120
@@ -33,20 +34,12 @@ def write_bag(path: Path) -> Bag:
     return Bag(path, max(stamps), min(stamps))
 
 
-def write_params(path: Path, extra: str = "") -> Path:
-    groups = "\n".join(f"      {c}: {{image_topic: /{c}/image_raw, camera_info_topic: /{c}/camera_info}}"
-                       for c in CAMERAS)
-    path.write_text(f"""/**:
-  ros__parameters:
-    cameras:
-      names: [{", ".join(CAMERAS)}]
-{groups}
-    buffer: {{max_rate_hz: 0.0}}
-    qos: {{sensor_reliable: true, sensor_depth: 100}}
-    ask: {{queue_size: 1, max_new_tokens: 8, default_window_s: 60.0}}
-    description: {{period_s: 1.0, window_s: {DESCRIPTION_WINDOW_S}, max_new_tokens: 4}}
-{extra}""")
-    return path
+def write_params(path: Path) -> Path:
+    return write_params_file(path, {
+        "cameras": camera_groups(CAMERAS), "buffer": {"max_rate_hz": 0.0},
+        "qos": {"sensor_reliable": True, "sensor_depth": 100},
+        "ask": {"queue_size": 1, "max_new_tokens": 8, "default_window_s": 60.0},
+        "description": {"period_s": 1.0, "window_s": DESCRIPTION_WINDOW_S, "max_new_tokens": 4}})
 
 
 def domain_env(domain_offset: int) -> dict[str, str]:

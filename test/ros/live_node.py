@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-import yaml
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -31,6 +30,7 @@ from std_msgs.msg import Header
 from oryx_ros.action import Ask as AskAction
 from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
 from oryx_ros.msg import SceneDescription, SceneGraph
+from oryx_ros.params_file import camera_topics_of, read_parameters, write_params_file
 from oryx_ros.perception.image_codec import numpy_to_image
 from oryx_ros.ros.client import call_action, call_service, spin_until_done
 from oryx_ros.ros.conversions import ns_to_stamp, stamp_to_ns
@@ -178,28 +178,36 @@ def live_node(directory: Path, client_name: str, extra_cameras: dict[str, dict[s
     scene = make_scene(3, n_cameras=3, width=320, height=240)
     write_scene(scene, scene_dir, n_frames=SCENE_FRAMES, rate_hz=SCENE_RATE_HZ)
     scene_newest_ns = scene.frames[0].stamp_ns + (SCENE_FRAMES - 1) * round(1e9 / SCENE_RATE_HZ)
-    cameras = yaml.safe_load((scene_dir / "cameras.yaml").read_text())["/**"]["ros__parameters"]["cameras"]
-    params = scene_dir / "node.yaml"
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+    cameras = read_parameters(scene_dir / "cameras.yaml")["cameras"]
+    params = write_params_file(scene_dir / "node.yaml", {
         "cameras": {**cameras, "names": [*SCENE_CAMERAS, "probe", *(extra_cameras or {})],
                     "probe": {"image_topic": PROBE_TOPIC}, **(extra_cameras or {})},
         "buffer": {"max_rate_hz": 0.0}, "qos": {"sensor_reliable": True, "sensor_depth": 100},
         "ask": {"max_new_tokens": 4, "default_window_s": 60.0},
-        "description": {"period_s": 0.5, "max_new_tokens": 2, "window_s": 60.0, "spatial": False}}}}))
-    log = open(scene_dir / "node.log", "w+")  # noqa: SIM115 (closed at teardown)
+        "description": {"period_s": 0.5, "max_new_tokens": 2, "window_s": 60.0, "spatial": False}})
+    topics = camera_topics_of({**cameras, "names": SCENE_CAMERAS})
+    with scene_node_running(params, scene_dir / "bag", topics, client_name) as (process, client):
+        yield Live(process, client, scene_newest_ns)
+
+
+@contextlib.contextmanager
+def scene_node_running(params: Path, bag: Path, topics: list[str], client_name: str
+                       ) -> Iterator[tuple[subprocess.Popen, Node]]:
+    """The node process with ``params``, ready and fed ``topics`` of ``bag``; and a client node (in rclpy's
+    default context). At the end: SIGINT, and the tail of the node's log printed (pytest shows it on a
+    failure)."""
+    log = open(params.with_suffix(".log"), "w+")  # noqa: SIM115 (closed at the end)
     process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
                                 str(params)], stdout=log, stderr=subprocess.STDOUT)
-    topics = [cameras[name][key] for name in SCENE_CAMERAS
-              for key in ("image_topic", "camera_info_topic", "depth_topic")]
     with rclpy.init():
         client = Node(client_name)
         try:
             assert client.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=120), "node did not start"
-            replay = subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(scene_dir / "bag"),
+            replay = subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(bag),
                                      "--wait-subscribers", "1", "--topics", *topics],
                                     capture_output=True, text=True, timeout=120)
             assert replay.returncode == 0, replay.stdout + replay.stderr
-            yield Live(process, client, scene_newest_ns)
+            yield process, client
         finally:
             client.destroy_node()
             process.send_signal(signal.SIGINT)

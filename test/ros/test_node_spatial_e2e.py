@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
-import yaml
+from live_node import scene_node_running
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile
@@ -22,6 +19,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
 from oryx_ros.msg import SceneGraph
+from oryx_ros.params_file import camera_topics_of, read_parameters, write_params_file
 from oryx_ros.ros.client import call_service, collect_messages
 from oryx_ros.spatial.synthetic_scene import make_scene, write_scene
 from oryx_ros.srv import Ask
@@ -39,10 +37,9 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def node_and_client(scene_dir: Path) -> Iterator[tuple[subprocess.Popen, Node]]:
     ensure_tiny_checkpoint()
-    cameras = yaml.safe_load((scene_dir / "cameras.yaml").read_text())["/**"]["ros__parameters"]["cameras"]
+    cameras = read_parameters(scene_dir / "cameras.yaml")["cameras"]
     # cam2 is declared twice: once with depth (the scene's cameras) and once more as an RGB-only view.
-    params = scene_dir / "node.yaml"
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+    params = write_params_file(scene_dir / "node.yaml", {
         "cameras": {**cameras, "names": [*cameras["names"], "rgb_only"],
                     "rgb_only": {"image_topic": cameras["cam2"]["image_topic"],
                                  "camera_info_topic": cameras["cam2"]["camera_info_topic"]}},
@@ -50,29 +47,9 @@ def node_and_client(scene_dir: Path) -> Iterator[tuple[subprocess.Popen, Node]]:
         "ask": {"max_new_tokens": 6},
         "description": {"enabled": True, "spatial": True, "period_s": 1.0, "max_new_tokens": 2,
                         "window_s": 60.0},
-        "sync": {"dead_camera_timeout_s": 0.5}}}}))
-    process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
-                                str(params)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    topics = [cameras[name][key] for name in cameras["names"]
-              for key in ("image_topic", "camera_info_topic", "depth_topic")]
-    with rclpy.init():
-        client = Node("spatial_test_client")
-        try:
-            assert client.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=120), "node did not start"
-            replay = subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(scene_dir / "bag"),
-                                     "--wait-subscribers", "1", "--topics", *topics],
-                                    capture_output=True, text=True, timeout=120)
-            assert replay.returncode == 0, replay.stdout + replay.stderr
-            yield process, client
-        finally:
-            client.destroy_node()
-            process.send_signal(signal.SIGINT)
-            try:
-                output, _ = process.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                output, _ = process.communicate()
-            print(output[-4000:])
+        "sync": {"dead_camera_timeout_s": 0.5}})
+    with scene_node_running(params, scene_dir / "bag", camera_topics_of(cameras), "spatial_test_client") as running:
+        yield running
 
 
 def _spin_until(node: Node, condition, timeout_s: float = 20.0) -> None:
