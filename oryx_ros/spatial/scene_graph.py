@@ -13,16 +13,18 @@ positions are reported in it, and relations are computed in the base frame at th
 
 from __future__ import annotations
 
-import colorsys
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from oryx_ros.perception.frames import Frame
+from oryx_ros.spatial.colour_names import colour_name, robust_colour
 from oryx_ros.spatial.correspondences import (
     InstanceTracker,
     Mark,
@@ -38,11 +40,27 @@ from oryx_ros.spatial.geometry import (
     check_pose,
     invert_pose,
     level_pose_of_camera,
+    project_points,
     transform_points,
 )
 from oryx_ros.spatial.prompting import multiview_prompt
-from oryx_ros.spatial.relations import Box, RelationParams, SceneObject, SpatialRelation, compute_relations
-from oryx_ros.spatial.segmentation import Instance, SegmentationParams, SupportPlane, segment_instances
+from oryx_ros.spatial.relations import (
+    Box,
+    RelationParams,
+    SceneObject,
+    SpatialRelation,
+    compute_relations,
+    contacts_from_points,
+)
+from oryx_ros.spatial.segmentation import (
+    Instance,
+    SegmentationParams,
+    SupportPlane,
+    _label_views,
+    segment_instances,
+)
+
+__all__ = ["SceneInputError", "SceneParams", "SceneResult", "build_scene", "colour_name", "with_model_labels"]
 
 _log = logging.getLogger(__name__)
 
@@ -91,32 +109,26 @@ class SceneResult:
     prompt: str = ""  # explanation of the marks to put before the question
     counts: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    # Views without depth: marked by projecting the fused objects into them (their mount is known) ...
+    projected_views: list[str] = field(default_factory=list)
+    # ... or left out of the scene, camera → why (no mount, no CameraInfo)
+    views_left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def marked_ids(self) -> list[int]:
         return [detail.id for detail in self.instances if detail.marked]
 
-
-# Hue sectors (degrees, upper bound) → colour name, for saturated colours.
-_HUE_NAMES: tuple[tuple[float, str], ...] = (
-    (15, "red"), (40, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"), (255, "blue"),
-    (290, "purple"), (340, "pink"), (360, "red"),
-)
+    @property
+    def labels(self) -> dict[int, str]:
+        return {obj.id: obj.label for obj in self.objects}
 
 
-def colour_name(rgb: Sequence[int] | npt.NDArray[np.uint8]) -> str:
-    """A plain colour word for an RGB (0..255) mean colour, robust to shading (hue first, then value)."""
-    r, g, b = (float(c) / 255.0 for c in rgb)
-    hue, saturation, value = colorsys.rgb_to_hsv(r, g, b)
-    if value < 0.15:
-        return "black"
-    if saturation < 0.2:
-        return "white" if value > 0.8 else "grey"
-    degrees = hue * 360.0
-    name = next(name for upper, name in _HUE_NAMES if degrees < upper)
-    if name in ("orange", "red", "yellow") and value < 0.6 and saturation > 0.3 and 15 <= degrees < 50:
-        return "brown"  # dark orange is brown
-    return name
+def with_model_labels(scene: SceneResult, names: Mapping[int, str]) -> SceneResult:
+    """The scene with the objects in ``names`` (id → name given by the model) labelled by it; the others
+    keep their colour label. The colour stays in ``SceneObject.colour``."""
+    objects = [dataclasses.replace(obj, label=names[obj.id], label_source="model") if obj.id in names else obj
+               for obj in scene.objects]
+    return dataclasses.replace(scene, objects=objects)
 
 
 def _view_keys(frames: Sequence[Frame]) -> list[str]:
@@ -191,15 +203,28 @@ def build_scene(
     if not frames:
         raise SceneInputError("build_scene needs at least one frame")
     common_frame = params.base_frame if T_world_from_base is None else params.world_frame
-    for frame in frames:
-        inputs = (("depth", frame.depth_m), ("intrinsics", frame.intrinsics))
-        missing = [what for what, value in inputs if value is None]
-        if missing:
-            reason = f"camera {frame.camera!r} has no {' and no '.join(missing)}: 3D scene needs RGB-D with CameraInfo"
-            _log.info("scene unavailable: %s", reason)
-            return SceneResult(False, reason, common_frame, params.base_frame)
+    keys = _view_keys(frames)
+    depth_frames = [f for f in frames if f.depth_m is not None and f.intrinsics is not None]
+    if not depth_frames:
+        reasons = []
+        for frame in frames:
+            inputs = (("depth", frame.depth_m), ("intrinsics", frame.intrinsics))
+            missing = [what for what, value in inputs if value is None]
+            reasons.append(f"camera {frame.camera!r} has no {' and no '.join(missing)}")
+        reason = "; ".join(reasons) + ": a 3D scene needs at least one RGB-D camera with CameraInfo"
+        _log.info("scene unavailable: %s", reason)
+        return SceneResult(False, reason, common_frame, params.base_frame)
     views: list[PosedView] = []
-    for key, frame in zip(_view_keys(frames), frames, strict=True):
+    projected: list[PosedView] = []  # without depth: objects are projected into them
+    left_out: dict[str, str] = {}
+    for key, frame in zip(keys, frames, strict=True):
+        if frame.depth_m is None or frame.intrinsics is None:
+            if frame.intrinsics is None:
+                left_out[key] = "no depth and no CameraInfo: the objects cannot be projected into it"
+                continue
+            if frame.camera not in T_base_from_cam:
+                left_out[key] = "no depth and no mount (T_base_from_cam): the objects cannot be projected into it"
+                continue
         if frame.camera not in T_base_from_cam:
             raise SceneInputError(f"no T_base_from_cam for camera {frame.camera!r} (known: {sorted(T_base_from_cam)})")
         T_base_from_this_cam = check_pose(T_base_from_cam[frame.camera], f"T_base_from_cam[{frame.camera!r}]")
@@ -207,7 +232,10 @@ def build_scene(
         T_common_from_cam = (
             T_base_from_this_cam if T_world_from_this_base is None else T_world_from_this_base @ T_base_from_this_cam
         )
-        views.append(PosedView(key, frame, T_common_from_cam))
+        view = PosedView(key, frame, T_common_from_cam)
+        (views if frame.depth_m is not None and frame.intrinsics is not None else projected).append(view)
+    for key, why in left_out.items():
+        _log.info("view %s left out of the scene: %s", key, why)
 
     segmentation = segment_instances(views, params.segmentation)
     timings = dict(segmentation.timings_s)
@@ -223,47 +251,60 @@ def build_scene(
     counts["marked_objects"] = len(marked)
     counts["visible_objects_not_marked"] = sum(1 for v in visible if v) - len(marked)  # beyond max_marks
 
-    T_view_from_common, viewpoint = _viewpoint(frames, views, T_world_from_base, params)
+    T_view_from_common, viewpoint = _viewpoint(frames, views + projected, T_world_from_base, params)
     boxes = [_box_in_viewpoint(instance, T_view_from_common) for instance in instances]
 
+    label_images = dict(segmentation.label_images)
+    label_images.update(_project_into_views(projected, segmentation, params.segmentation))
+    visible_projected = {
+        view.key: np.bincount(label_images[view.key].ravel(), minlength=len(instances) + 1)[1:] for view in projected
+    }
+    all_views = sorted(views + projected, key=lambda v: keys.index(v.key))
     id_lut = np.zeros(len(instances) + 1, dtype=np.int32)
     for index, object_id in id_of.items():
         id_lut[index + 1] = object_id
-    id_images = {key: id_lut[labels] for key, labels in segmentation.label_images.items()}
+    id_images = {key: id_lut[labels] for key, labels in label_images.items()}
     instance_to_mark = {index: id_of[index] for index in marked}
-    marks = {
-        view.key: place_marks(segmentation.label_images[view.key], instance_to_mark, params.marks) for view in views
-    }
-    marked_views = {view.key: draw_marks(view.frame.rgb, marks[view.key]) for view in views}
+    marks = {view.key: place_marks(label_images[view.key], instance_to_mark, params.marks) for view in all_views}
+    marked_views = {view.key: draw_marks(view.frame.rgb, marks[view.key]) for view in all_views}
     timings["marks"] = time.perf_counter() - start
 
     start = time.perf_counter()
     by_id = sorted(range(len(instances)), key=lambda i: id_of[i])
+    # Support contact is judged in the common frame (z up), from the objects' points.
+    common_boxes = [Box.from_corners(instances[i].bbox_min_m, instances[i].bbox_max_m) for i in by_id]
+    contacts = contacts_from_points([instances[i].points_m for i in by_id], common_boxes, params.relations)
     relations = compute_relations(
-        [boxes[i] for i in by_id], [id_of[i] for i in by_id], params.relations, viewpoint=viewpoint
+        [boxes[i] for i in by_id], [id_of[i] for i in by_id], params.relations, viewpoint=viewpoint,
+        contacts=contacts,
     )
     timings["relations"] = time.perf_counter() - start
 
-    view_order = [view.key for view in views]
+    view_order = [view.key for view in all_views]
     objects: list[SceneObject] = []
     details: list[InstanceDetail] = []
     rank_of = {index: rank for rank, index in enumerate(order)}
     marked_set = set(marked)
     for index in by_id:
         instance = instances[index]
-        seen_in = tuple(key for key in view_order if key in instance.visible_px)
+        seen_in = tuple(key for key in view_order if key in instance.visible_px or (
+            key in visible_projected and visible_projected[key][index] >= params.segmentation.min_visible_px))
+        seen_with_depth = sum(1 for key in instance.visible_px)
         # Seen from more cameras and backed by more points = more likely a real, well-measured object.
         support = min(1.0, instance.n_points / (4.0 * params.segmentation.min_instance_points))
-        confidence = 0.5 * len(seen_in) / len(views) + 0.5 * support
+        confidence = 0.5 * seen_with_depth / len(views) + 0.5 * support
+        colour = colour_name(robust_colour(instance.colours_rgb))
         objects.append(
             SceneObject(
                 id=id_of[index],
-                label=f"{colour_name(instance.mean_rgb)} object",
+                label=f"{colour} object",
                 position=tuple(float(c) for c in instance.centre_m),
                 size=tuple(float(c) for c in instance.size_m),
                 confidence=float(confidence),
                 points=instance.n_points,
                 cameras=seen_in,
+                colour=colour,
+                label_source="colour",
             )
         )
         details.append(InstanceDetail(id_of[index], instance, boxes[index], index in marked_set, rank_of[index]))
@@ -283,4 +324,44 @@ def build_scene(
         prompt=multiview_prompt(view_order, marked_ids),
         counts=counts,
         timings_s=timings,
+        projected_views=[view.key for view in projected],
+        views_left_out=left_out,
     )
+
+
+def _project_into_views(
+    views: Sequence[PosedView], segmentation: Any, params: SegmentationParams
+) -> dict[str, npt.NDArray[np.int32]]:
+    """Label images for views without depth: the fused cloud (objects, planes and background) is
+    splatted into each view with a z-buffer, which stands in for its depth; then the objects are
+    labelled as in a depth view (visible where they are the nearest surface)."""
+    if not views:
+        return {}
+    fused = segmentation.fused_points_m
+    points = np.concatenate([inst.points_m for inst in segmentation.instances] or [np.zeros((0, 3))])
+    labels = np.concatenate([np.full(inst.n_points, inst.index, np.int64) for inst in segmentation.instances]
+                            or [np.zeros(0, np.int64)])
+    rendered = []
+    for view in views:
+        intrinsics = view.frame.intrinsics
+        assert intrinsics is not None
+        height, width = view.frame.rgb.shape[:2]
+        cloud = np.concatenate([fused, points]).astype(np.float64)
+        uv, z = project_points(transform_points(invert_pose(view.T_common_from_cam), cloud), intrinsics)
+        with np.errstate(invalid="ignore"):
+            ok = (z > params.min_depth_m) & np.all(np.isfinite(uv), axis=1)
+        u = np.rint(uv[ok, 0]).astype(np.int64)
+        v = np.rint(uv[ok, 1]).astype(np.int64)
+        z = z[ok]
+        depth = np.full((height, width), np.inf)
+        radius = np.ceil(0.5 * intrinsics.fx * params.voxel_size_m / z).astype(np.int64) + 1
+        for du in range(-int(radius.max(initial=0)), int(radius.max(initial=0)) + 1):
+            for dv in range(-int(radius.max(initial=0)), int(radius.max(initial=0)) + 1):
+                reach = np.maximum(abs(du), abs(dv)) <= radius
+                uu, vv = u[reach] + du, v[reach] + dv
+                inside = (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height)
+                np.minimum.at(depth, (vv[inside], uu[inside]), z[reach][inside])
+        depth[~np.isfinite(depth)] = np.nan
+        frame = dataclasses.replace(view.frame, depth_m=depth.astype(np.float32))
+        rendered.append(PosedView(view.key, frame, view.T_common_from_cam))
+    return _label_views(rendered, points, labels, params)

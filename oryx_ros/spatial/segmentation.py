@@ -74,6 +74,8 @@ class SegmentationParams:
     colour_split_min_thickness_m: float = 0.012  # pieces thinner than this are surface patches, not objects
     fragment_merge_m: float = 0.05  # a flat cluster this close to a solid one of its colour joins it
     support_snap_m: float = 0.04  # box bottom/top within this gap of a support plane is snapped onto it
+    wall_min_area_m2: float = 0.5  # a vertical plane this large, seen from one side only, is background
+    part_below_m: float = 0.05  # a cluster reaching this far under a raised support plane is part of its object
     occlusion_abs_m: float = 0.03  # a projected point is visible if |z - measured depth| <= abs + rel * z
     occlusion_rel: float = 0.02
     min_visible_px: int = 20  # fewer labelled pixels in a view = not visible there
@@ -114,6 +116,15 @@ class SupportPlane:
         return np.asarray(points, dtype=np.float64) @ self.normal + self.offset
 
 
+def _covers_grid(origin: npt.NDArray[np.float64], footprint: npt.NDArray[np.bool_], cell_m: float,
+                 uv: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
+    cells = np.floor((np.asarray(uv) - origin) / cell_m).astype(np.int64)
+    inside = np.all((cells >= 0) & (cells < footprint.shape), axis=1)
+    result = np.zeros(len(cells), dtype=bool)
+    result[inside] = footprint[cells[inside, 0], cells[inside, 1]]
+    return result
+
+
 @dataclass(frozen=True, eq=False)
 class Instance:
     """One segmented object, in the common frame. ``index`` is 0-based within one segmentation."""
@@ -148,6 +159,10 @@ class SegmentationResult:
     label_images: dict[str, npt.NDArray[np.int32]]
     counts: dict[str, int]  # what was fused, removed or dropped at each step
     timings_s: dict[str, float]
+    # The whole fused cloud (N, 3) in the common frame, planes and background included: what occludes
+    # what when the objects are projected into a view without depth.
+    fused_points_m: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
+    plane_owner: dict[int, int] = field(default_factory=dict)  # support plane index → instance index (a top)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,7 +206,46 @@ def remove_support_planes(
 
     Returns (keep mask (N,), support planes, number of large tilted planes that were left in place).
     """
+    keep, planes, tilted, _, _ = find_planes(points_m, params)
+    return keep, planes, tilted
+
+
+def _background_wall(
+    points_m: npt.NDArray[np.float64], normal: npt.NDArray[np.float64], offset: float,
+    in_plane_origin: npt.NDArray[np.float64], footprint: npt.NDArray[np.bool_], cell_m: float,
+    viewpoints_m: npt.NDArray[np.float64] | None, params: SegmentationParams,
+) -> tuple[bool, npt.NDArray[np.float64], float]:
+    """Whether a large vertical plane is background (a wall, a cabinet front): every camera is on one
+    side of it and almost nothing was measured behind its patch. Returns (is background, normal, offset)
+    with the normal turned towards the cameras."""
+    if viewpoints_m is None or not len(viewpoints_m):
+        return False, normal, offset
+    side = viewpoints_m @ normal + offset
+    if not (np.all(side > 0) or np.all(side < 0)):
+        return False, normal, offset
+    if side[0] < 0:
+        normal, offset = -normal, -offset
+    signed = points_m @ normal + offset
+    behind = signed < -3 * params.plane_distance_m
+    basis = _plane_basis(normal)
+    covered = _covers_grid(in_plane_origin, footprint, cell_m, points_m[behind] @ basis)
+    inliers = max(1, int(np.count_nonzero(np.abs(signed) <= params.plane_distance_m)))
+    return bool(np.count_nonzero(covered) <= 0.01 * inliers), normal, offset
+
+
+def find_planes(
+    points_m: npt.NDArray[np.float64], params: SegmentationParams,
+    viewpoints_m: npt.NDArray[np.float64] | None = None,
+) -> tuple[npt.NDArray[np.bool_], list[SupportPlane], int, npt.NDArray[np.int64], int]:
+    """Support planes (removed, see the module docstring) and vertical background planes (removed when
+    ``viewpoints_m``, the (V, 3) camera centres, show that they bound the scene).
+
+    Returns (keep mask (N,), support planes, tilted planes left in place, (N,) index of the support
+    plane whose band removed each point (-1: none; noise layers count as their plane), walls removed).
+    """
     keep = np.ones(len(points_m), dtype=bool)
+    removed_by = np.full(len(points_m), -1, dtype=np.int64)
+    walls = 0
     searchable = np.ones(len(points_m), dtype=bool)
     planes: list[SupportPlane] = []
     tilted = merged = 0
@@ -228,7 +282,19 @@ def remove_support_planes(
         if area < params.plane_min_area_m2:
             break
         if not horizontal:
-            # A wall: stop searching its points, keep them (objects may lean on it; clusters drop it if huge).
+            vertical = abs(normal[2]) <= math.sin(math.radians(params.plane_max_tilt_deg))
+            if vertical and area >= params.wall_min_area_m2:
+                background, normal, offset = _background_wall(
+                    points_m, normal, offset, origin, footprint, cell_m, viewpoints_m, params)
+                if background:
+                    signed = points_m @ normal + offset
+                    band = (signed >= -params.plane_band_below_m) & (signed <= params.plane_distance_m)
+                    band &= _covers_grid(origin, footprint, cell_m, points_m @ _plane_basis(normal))
+                    keep &= ~band
+                    walls += 1
+                    _log.debug("background plane with normal %s (%.2f m²) removed", normal.round(2), area)
+                    continue
+            # A tilted plane: stop searching its points, keep them (objects may lean on it).
             searchable[inliers] = False
             tilted += 1
             _log.debug("plane with normal %s (%.2f m²) is not horizontal; left in place", normal.round(2), area)
@@ -246,10 +312,14 @@ def remove_support_planes(
         signed = plane.signed_distance(points_m)
         in_band = (signed >= -params.plane_band_below_m) & (signed <= params.plane_distance_m)
         in_band &= plane.covers(points_m[:, :2])
+        fresh = in_band & keep
         keep &= ~in_band
         # Far from the cameras depth noise exceeds the band, and what is left of a floor looks like a
         # second floor a few centimetres higher: remove it the same way but keep the first as the support.
-        if any(abs(plane.height_m - other.height_m) < params.plane_merge_m for other in planes):
+        parent = next((k for k, other in enumerate(planes)
+                       if abs(plane.height_m - other.height_m) < params.plane_merge_m), None)
+        removed_by[fresh] = len(planes) if parent is None else parent
+        if parent is not None:
             merged += 1
             _log.debug("plane at z=%.3f m is the noise layer of a support plane; removed %d points",
                        plane.height_m, in_band.sum())
@@ -258,7 +328,7 @@ def remove_support_planes(
         _log.debug("support plane at z=%.3f m, %.2f m², %d points removed", plane.height_m, area, in_band.sum())
     if merged:
         _log.debug("%d noise layers merged into support planes", merged)
-    return keep, planes, tilted
+    return keep, planes, tilted, removed_by, walls
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -439,6 +509,116 @@ def merge_flat_fragments(
     return labels, merged
 
 
+def _join_object_tops(
+    points_m: npt.NDArray[np.float64],
+    colours: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.int64],
+    tops: Sequence[SupportPlane],
+    top_points: Sequence[npt.NDArray[np.float64]],
+    top_colours: Sequence[npt.NDArray[np.float64]],
+    params: SegmentationParams,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64], dict[int, int], int]:
+    """Raised support planes (table tops, shelf boards) become objects, with the parts that hang from them.
+
+    Each plane's removed band comes back as a new cluster. A cluster joins it when it touches the band
+    (within two voxels) and lies under it, reaching at least ``part_below_m`` lower (table legs, a
+    table's sides, a shelf's sides below its top); a cluster that touches two bands and spans the height
+    between them (a shelf's side between two boards) joins both, which makes them one object; so does a
+    cluster of the plane's colour that touches it and spans 80 % of its length or width (a shelf's sides
+    and top over a board: the same-coloured object is one object). A thin
+    cluster (at most 8 cm across) of the plane's colour under its footprint is a part whose link to it
+    is hidden (a leg behind an object). Objects resting on a plane lie over it and stay apart.
+    Returns (points, colours, labels with the bands appended, top index → its final label, clusters joined).
+    """
+    cell = 2 * params.voxel_size_m
+    n_clusters = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+    parent = list(range(n_clusters + len(tops)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(x: int, y: int) -> None:
+        parent[find(x)] = find(y)
+
+    members = [np.flatnonzero(labels == c) for c in range(n_clusters)]
+    cluster_cells = [np.unique(np.floor(points_m[m] / cell).astype(np.int64), axis=0) for m in members]
+    offsets = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).reshape(3, -1).T
+    touching: dict[int, set[int]] = {}  # cluster → tops whose band it touches
+    usable = [k for k, band in enumerate(top_points) if len(band) >= params.min_instance_points]
+    for k in usable:
+        band_cells = np.unique(np.floor(top_points[k] / cell).astype(np.int64), axis=0)
+        near_band = {tuple(c) for c in (band_cells[:, None, :] + offsets[None]).reshape(-1, 3)}
+        for c in range(n_clusters):
+            if len(members[c]) and any(tuple(x) in near_band for x in cluster_cells[c]):
+                touching.setdefault(c, set()).add(k)
+    joined = 0
+    slack = 2 * params.plane_distance_m
+    for c, planes_touched in touching.items():
+        z = points_m[members[c], 2]
+        linked = False
+        for k in planes_touched:
+            height = tops[k].height_m
+            if z.min() < height - params.part_below_m and z.max() <= height + slack:
+                union(c, n_clusters + k)
+                linked = True
+        for low in planes_touched:
+            for high in planes_touched:
+                h_low, h_high = tops[low].height_m, tops[high].height_m
+                if h_low < h_high and z.min() >= h_low - slack and z.max() <= h_high + slack \
+                        and z.min() <= h_low + params.part_below_m and z.max() >= h_high - params.part_below_m:
+                    union(c, n_clusters + low)
+                    union(c, n_clusters + high)
+                    linked = True
+        joined += linked
+    intensity = np.maximum(colours.sum(axis=1), 1e-6)
+    chroma = colours[:, :2] / intensity[:, None]
+    band_chromas = [(band_colours[:, :2] / np.maximum(band_colours.sum(axis=1), 1e-6)[:, None]).mean(axis=0)
+                    for band_colours in top_colours]
+    for c, planes_touched in touching.items():
+        # Structure of the plane's colour that spans it (a shelf's sides and top over a board) is its object.
+        extent = points_m[members[c], :2].max(axis=0) - points_m[members[c], :2].min(axis=0)
+        for k in planes_touched:
+            band_extent = top_points[k][:, :2].max(axis=0) - top_points[k][:, :2].min(axis=0)
+            same_colour = np.linalg.norm(chroma[members[c]].mean(axis=0) - band_chromas[k]) < params.colour_split_chroma
+            if same_colour and np.any(extent >= 0.8 * band_extent) and find(c) != find(n_clusters + k):
+                union(c, n_clusters + k)
+                joined += 1
+    for k in usable:
+        band_chroma = band_chromas[k]
+        for c in range(n_clusters):
+            if not len(members[c]) or find(c) != c:
+                continue
+            part = points_m[members[c]]
+            extent = part.max(axis=0) - part.min(axis=0)
+            if (min(extent[0], extent[1]) <= 0.08 and part[:, 2].max() < tops[k].height_m
+                    and tops[k].covers(part[:, :2]).mean() >= 0.9
+                    and np.linalg.norm(chroma[members[c]].mean(axis=0) - band_chroma) < params.colour_split_chroma):
+                union(c, n_clusters + k)
+                joined += 1
+    # Final labels: clusters keep theirs unless joined; a group with a top takes a fresh label.
+    next_label = n_clusters
+    group_label: dict[int, int] = {}
+    for k in usable:
+        root = find(n_clusters + k)
+        if root not in group_label:
+            group_label[root] = next_label
+            next_label += 1
+    relabel = np.array([group_label.get(find(c), c) for c in range(n_clusters)] or [0], dtype=np.int64)
+    out_labels = np.where(labels >= 0, relabel[np.maximum(labels, 0)], -1)
+    new_points, new_colours, new_labels = [points_m], [colours], [out_labels]
+    plane_label: dict[int, int] = {}
+    for k in usable:
+        plane_label[k] = group_label[find(n_clusters + k)]
+        new_points.append(top_points[k])
+        new_colours.append(top_colours[k])
+        new_labels.append(np.full(len(top_points[k]), plane_label[k], dtype=np.int64))
+    return (np.concatenate(new_points), np.concatenate(new_colours), np.concatenate(new_labels), plane_label,
+            joined)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Boxes and visibility
 # ---------------------------------------------------------------------------------------------------------
@@ -560,13 +740,21 @@ def segment_instances(views: Sequence[PosedView], params: SegmentationParams) ->
     timings["fuse"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    fused_points = points
+    viewpoints = np.array([view.T_common_from_cam[:3, 3] for view in views]).reshape(-1, 3)
     if len(points):
-        keep, planes, tilted = remove_support_planes(points, params)
+        keep, planes, tilted, removed_by, walls = find_planes(points, params, viewpoints)
     else:
-        keep, planes, tilted = np.zeros(0, dtype=bool), [], 0
+        keep, planes, tilted, removed_by, walls = np.zeros(0, dtype=bool), [], 0, np.zeros(0, np.int64), 0
     counts["support_plane_voxels"] = int(np.count_nonzero(~keep))
     counts["support_planes"] = len(planes)
     counts["tilted_planes_kept"] = tilted
+    counts["background_planes_removed"] = walls
+    # Raised support planes are the tops of objects (a table, a shelf); their bands come back as objects.
+    floor_height = min((plane.height_m for plane in planes), default=0.0)
+    raised = [k for k, plane in enumerate(planes) if plane.height_m > floor_height + params.plane_merge_m]
+    top_points = [points[removed_by == k] for k in raised]
+    top_colours = [colours[removed_by == k] for k in raised]
     points, colours = points[keep], colours[keep]
     timings["planes"] = time.perf_counter() - start
 
@@ -589,6 +777,8 @@ def segment_instances(views: Sequence[PosedView], params: SegmentationParams) ->
             labels[members] = -1
             counts["plane_remnants_dropped"] += 1
     labels, counts["flat_fragments_merged"] = merge_flat_fragments(points, colours, labels, params)
+    points, colours, labels, plane_label, counts["parts_joined"] = _join_object_tops(
+        points, colours, labels, [planes[k] for k in raised], top_points, top_colours, params)
     sizes = np.bincount(labels[labels >= 0], minlength=0) if np.any(labels >= 0) else np.zeros(0, np.int64)
     big = np.flatnonzero(sizes >= params.min_instance_points)
     counts["small_clusters_dropped"] = int(np.count_nonzero(sizes) - len(big))
@@ -608,9 +798,13 @@ def segment_instances(views: Sequence[PosedView], params: SegmentationParams) ->
     label_images = _label_views(views, points[member], instance_of_point[member], params)
     visible_px = {key: np.bincount(image.ravel(), minlength=len(big) + 1)[1:] for key, image in label_images.items()}
     instances: list[Instance] = []
+    plane_owner = {raised[j]: int(remap[label]) for j, label in plane_label.items() if remap[label] >= 0}
     for index in range(len(big)):
         mask = instance_of_point == index
-        low, high, rests_on = _snapped_box(points[mask], planes, params)
+        own = {k for k, owner in plane_owner.items() if owner == index}
+        low, high, rests_on = _snapped_box(points[mask], [p for k, p in enumerate(planes) if k not in own], params)
+        if rests_on is not None:  # back to an index into planes
+            rests_on = [k for k in range(len(planes)) if k not in own][rests_on]
         seen = {key: int(px[index]) for key, px in visible_px.items() if px[index] >= params.min_visible_px}
         instances.append(
             Instance(
@@ -626,4 +820,4 @@ def segment_instances(views: Sequence[PosedView], params: SegmentationParams) ->
         )
     counts["instances"] = len(instances)
     timings["instances"] = time.perf_counter() - start
-    return SegmentationResult(instances, planes, label_images, counts, timings)
+    return SegmentationResult(instances, planes, label_images, counts, timings, fused_points, plane_owner)

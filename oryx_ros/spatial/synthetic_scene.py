@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -34,11 +34,17 @@ import yaml
 from oryx_ros.params_file import parameters_document
 from oryx_ros.perception.frames import CameraIntrinsics, Frame
 from oryx_ros.spatial.geometry import look_at_pose, mount_from_pose
-from oryx_ros.spatial.relations import Box, RelationParams, compute_relations, relation_margins
+from oryx_ros.spatial.relations import (
+    Box,
+    RelationParams,
+    compute_relations,
+    contacts_from_parts,
+    relation_margins,
+)
 
 _log = logging.getLogger(__name__)
 
-Shape = Literal["box", "sphere", "cylinder"]
+Shape = Literal["box", "sphere", "cylinder", "furniture"]
 
 DEFAULT_START_NS: Final = 1_700_000_000 * 1_000_000_000
 BASE_FRAME: Final = "base_link"
@@ -50,6 +56,7 @@ OBJECT_COLOURS: Final[dict[str, tuple[int, int, int]]] = {
 TABLE_RGB: Final = (150, 100, 60)  # reads as "brown"
 FLOOR_RGB: Final = ((150, 150, 150), (118, 118, 118))  # 0.5 m checker squares
 SKY_RGB: Final = (205, 215, 230)
+WALL_RGB: Final = (225, 220, 205)
 FLOOR_HALF_SIZE_M: Final = 3.0
 LIGHT_DIRECTION: Final = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])  # towards the light
 AMBIENT: Final = 0.35
@@ -67,13 +74,25 @@ class Primitive:
     size_m: tuple[float, float, float]
     rgb: tuple[int, int, int]
     support: str  # "floor" or the name of the primitive it stands on
+    # furniture only: its rigid parts as axis-aligned boxes (centre, size), e.g. a table's top and legs
+    parts: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = ()
 
     @property
     def box(self) -> Box:
         return Box(np.array(self.centre_m), np.array(self.size_m))
 
+    @property
+    def part_boxes(self) -> list[Box]:
+        return [Box(np.array(c), np.array(s)) for c, s in self.parts] if self.parts else [self.box]
+
     def mesh(self) -> o3d.geometry.TriangleMesh:
         sx, sy, sz = self.size_m
+        if self.shape == "furniture":
+            mesh = o3d.geometry.TriangleMesh()
+            for centre, size in self.parts:
+                part = o3d.geometry.TriangleMesh.create_box(*size)
+                mesh += part.translate(tuple(c - s / 2 for c, s in zip(centre, size, strict=True)))
+            return mesh
         if self.shape == "box":
             mesh = o3d.geometry.TriangleMesh.create_box(sx, sy, sz)
             mesh.translate((-sx / 2, -sy / 2, -sz / 2))
@@ -113,6 +132,7 @@ class SyntheticScene:
     seed: int
     noise: DepthNoise | None
     relation_params: RelationParams = field(default_factory=RelationParams)
+    walls: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = ()  # background boxes
 
     @property
     def T_base_from_cam(self) -> dict[str, npt.NDArray[np.float64]]:  # noqa: N802 (transform naming convention)
@@ -120,9 +140,10 @@ class SyntheticScene:
 
     def true_relations(self) -> list[tuple[int, str, int]]:
         """(subject index, predicate, object index) triples over the primitives' true boxes."""
+        contacts = contacts_from_parts([p.part_boxes for p in self.primitives], self.relation_params)
         relations = compute_relations(
             [p.box for p in self.primitives], list(range(len(self.primitives))), self.relation_params,
-            viewpoint=BASE_FRAME,
+            viewpoint=BASE_FRAME, contacts=contacts,
         )
         return [(r.subject_id, r.predicate, r.object_id) for r in relations]
 
@@ -141,7 +162,8 @@ class SyntheticScene:
                                                       "axial": self.noise.axial, "dropout": self.noise.dropout},
             "objects": [
                 {"index": i, "name": p.name, "label": p.label, "shape": p.shape, "centre_m": list(p.centre_m),
-                 "size_m": list(p.size_m), "rgb": list(p.rgb), "support": p.support}
+                 "size_m": list(p.size_m), "rgb": list(p.rgb), "support": p.support,
+                 "parts": [{"centre_m": list(c), "size_m": list(sz)} for c, sz in p.parts]}
                 for i, p in enumerate(self.primitives)
             ],
             "relations": [{"subject": s, "predicate": pred, "object": o} for s, pred, o in self.true_relations()],
@@ -211,12 +233,13 @@ class _RejectedLayoutError(Exception):
     """A sampled layout breaks a constraint; draw another."""
 
 
-def _unambiguous(a: Primitive, b: Primitive, relation_params: RelationParams, margin_m: float) -> bool:
+def _unambiguous(a: Primitive, b: Primitive, relation_params: RelationParams, margin_m: float,
+                 skip: Sequence[str] = ()) -> bool:
     """No predicate between a and b (either way round) is within ``margin_m`` of its threshold."""
     return all(
-        abs(m) >= margin_m - 1e-9  # resting contact has margin exactly contact_m, up to rounding
+        abs(m) >= margin_m - 1e-6  # resting contact has margin exactly contact_m, up to rounding
         for first, second in ((a, b), (b, a))
-        for m in relation_margins(first.box, second.box, relation_params).values()
+        for name, m in relation_margins(first.box, second.box, relation_params).items() if name not in skip
     )
 
 
@@ -329,7 +352,8 @@ def make_cameras(
 class Renderer:
     """Ray-casts one layout (primitives + floor) for any camera."""
 
-    def __init__(self, primitives: Sequence[Primitive]) -> None:
+    def __init__(self, primitives: Sequence[Primitive],
+                 walls: Sequence[tuple[tuple[float, float, float], tuple[float, float, float]]] = ()) -> None:
         self.primitives = list(primitives)
         self._scene = o3d.t.geometry.RaycastingScene()
         self._owner: dict[int, int] = {}  # geometry id → primitive index (-1 = floor)
@@ -340,6 +364,10 @@ class Renderer:
         for index, primitive in enumerate(self.primitives):
             mesh = o3d.t.geometry.TriangleMesh.from_legacy(primitive.mesh())
             self._owner[self._scene.add_triangles(mesh)] = index
+        for centre, size in walls:  # background (owner -3 while rendering, -1 in the owner image)
+            wall = o3d.geometry.TriangleMesh.create_box(*size)
+            wall.translate(tuple(c - sz / 2 for c, sz in zip(centre, size, strict=True)))
+            self._owner[self._scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(wall))] = -3
 
     def render(
         self, camera: SceneCamera
@@ -359,6 +387,7 @@ class Renderer:
         hit = np.isfinite(depth)
         owner = np.full(depth.shape, -2, dtype=np.int32)  # -2: nothing hit
         lookup = np.full(max(self._owner) + 1, -2, dtype=np.int32)
+        # (the -3 of walls is kept here for the albedo and mapped to -1 below)
         for geometry_id, index in self._owner.items():
             lookup[geometry_id] = index
         owner[hit] = lookup[geometry[hit]]
@@ -369,6 +398,7 @@ class Renderer:
         floor = owner == -1
         checker = ((np.floor(points[..., 0] / 0.5) + np.floor(points[..., 1] / 0.5)) % 2).astype(np.int64)
         albedo[floor] = np.array(FLOOR_RGB, dtype=np.float64)[checker[floor]]
+        albedo[owner == -3] = WALL_RGB
         for index, primitive in enumerate(self.primitives):
             albedo[owner == index] = primitive.rgb
         # Lambertian shading with normals turned towards the camera.
@@ -376,7 +406,7 @@ class Renderer:
         shade = AMBIENT + (1 - AMBIENT) * np.clip(facing @ LIGHT_DIRECTION, 0.0, 1.0)
         rgb = np.where(hit[..., None], albedo * shade[..., None], albedo)
         depth[~hit] = np.nan
-        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), depth, np.where(owner == -2, -1, owner).astype(np.int32)
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), depth, np.where(owner < 0, -1, owner).astype(np.int32)
 
 
 def add_depth_noise(
@@ -445,9 +475,190 @@ def make_scene(
     raise RuntimeError(f"no valid layout in {layout.max_attempts} attempts; relax LayoutParams")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Furniture scenes
+# ---------------------------------------------------------------------------------------------------------
+
+# Furniture albedos, named as a person would ("brown" table, "beige" shelf, "grey" chair).
+FURNITURE_RGB: Final[dict[str, tuple[int, int, int]]] = {
+    "table": (150, 100, 60), "shelf": (215, 195, 150), "chair": (110, 110, 115),
+}
+# Small objects of the furniture scenes (orange as in the issue's sphere; no beige/brown/grey: furniture).
+FURNITURE_OBJECT_COLOURS: Final[dict[str, tuple[int, int, int]]] = {
+    "red": (215, 35, 35), "green": (40, 165, 60), "blue": (40, 80, 215), "yellow": (235, 205, 40),
+    "purple": (140, 60, 190), "orange": (240, 125, 25), "pink": (235, 110, 170), "cyan": (40, 190, 200),
+}
+WALL_X_M: Final = 3.2  # the wall's face (a vertical background plane facing -x)
+
+
+def _furniture(name: str, parts: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Primitive:
+    """A piece of furniture from its part boxes given as (low corner, high corner)."""
+    boxes = tuple((tuple(float((lo + hi) / 2) for lo, hi in zip(low, high, strict=True)),
+                   tuple(float(hi - lo) for lo, hi in zip(low, high, strict=True))) for low, high in parts)
+    low = np.min([np.array(c) - np.array(s) / 2 for c, s in boxes], axis=0)
+    high = np.max([np.array(c) + np.array(s) / 2 for c, s in boxes], axis=0)
+    centre = tuple(float(v) for v in (low + high) / 2)
+    size = tuple(float(v) for v in high - low)
+    return Primitive(name, f"{name}", "furniture", centre, size, FURNITURE_RGB[name], "floor", boxes)
+
+
+def table_with_legs(x: float, y: float, size: tuple[float, float, float] = (1.0, 0.65, 0.72)) -> Primitive:
+    """A table: a 4 cm top and four 5 cm square legs, 3 cm in from the corners."""
+    sx, sy, height = size
+    top = ((x - sx / 2, y - sy / 2, height - 0.04), (x + sx / 2, y + sy / 2, height))
+    legs = []
+    for cx in (x - sx / 2 + 0.055, x + sx / 2 - 0.055):
+        for cy in (y - sy / 2 + 0.055, y + sy / 2 - 0.055):
+            legs.append(((cx - 0.025, cy - 0.025, 0.0), (cx + 0.025, cy + 0.025, height - 0.04)))
+    return _furniture("table", [top, *legs])
+
+
+def chair(x: float, y: float) -> Primitive:
+    """A chair: a 42 cm seat at 45 cm, four 4 cm legs and a back on its -y side."""
+    half, seat = 0.21, 0.45
+    parts = [((x - half, y - half, seat - 0.04), (x + half, y + half, seat))]
+    for cx in (x - half + 0.03, x + half - 0.03):
+        for cy in (y - half + 0.03, y + half - 0.03):
+            parts.append(((cx - 0.02, cy - 0.02, 0.0), (cx + 0.02, cy + 0.02, seat - 0.04)))
+    parts.append(((x - half, y - half, seat), (x + half, y - half + 0.04, seat + 0.42)))
+    return _furniture("chair", parts)
+
+
+def shelf(x_back: float, y_low: float, boards_z: Sequence[float] = (0.08, 0.5, 0.95)) -> Primitive:
+    """An open shelf, 35 cm deep and 90 cm wide, its back edge at ``x_back``: two 2.5 cm sides and
+    2.5 cm boards whose tops are at ``boards_z``, open towards -x."""
+    depth, width, t = 0.35, 0.9, 0.025
+    x0, y1 = x_back - depth, y_low + width
+    top = max(boards_z)
+    parts = [((x0, y_low, 0.0), (x_back, y_low + t, top)), ((x0, y1 - t, 0.0), (x_back, y1, top))]
+    parts += [((x0, y_low + t, z - t), (x_back, y1 - t, z)) for z in boards_z]
+    return _furniture("shelf", parts)
+
+
+def make_furniture_scene(
+    seed: int = 0,
+    *,
+    n_cameras: int = 4,
+    width: int = 640,
+    height: int = 480,
+    noise: DepthNoise | None = None,
+    relation_params: RelationParams | None = None,
+    stamp_ns: int = DEFAULT_START_NS,
+    max_attempts: int = 200,
+) -> SyntheticScene:
+    """A room corner: a wall (x = WALL_X_M), a table with legs, a chair, a shelf against the wall, and six
+    objects: two on the table, one on each of the shelf's upper boards, one on the floor against the wall,
+    one on the floor under the table. Positions are jittered by the seed; cameras stand on an arc facing
+    the wall. Layouts with an ambiguous box relation or an object seen by fewer than two cameras are
+    drawn again (as in :func:`make_scene`)."""
+    relation_params = relation_params or RelationParams()
+    rng = np.random.default_rng([seed, 7])
+    intrinsics = default_intrinsics(width, height)
+    min_px = max(20, width * height // 1000)
+    walls = (((WALL_X_M + 0.05, -0.4, 1.0), (0.1, 5.0, 2.0)),)
+    shapes: tuple[Shape, ...] = ("box", "sphere", "cylinder")
+    for attempt in range(max_attempts):
+        colours = list(rng.permutation(list(FURNITURE_OBJECT_COLOURS)))
+        tx, ty = 1.95 + rng.uniform(-0.1, 0.1), 0.55 + rng.uniform(-0.1, 0.1)
+        table = table_with_legs(tx, ty)
+        seat = chair(1.35 + rng.uniform(-0.1, 0.1), -0.55 + rng.uniform(-0.08, 0.08))
+        shelf_y = -1.75 + rng.uniform(-0.1, 0.05)
+        rack = shelf(WALL_X_M - 0.08, shelf_y)
+        placed = [table, seat, rack]
+
+        def small(shape: Shape, limit: float = 0.16) -> tuple[float, float, float]:
+            sx, sy, sz = _random_size(rng, shape)
+            sx, sz = min(sx, limit), min(sz, limit + 0.04)
+            return {"box": (sx, min(sy, limit), sz), "sphere": (sx, sx, sx), "cylinder": (sx, sx, sz)}[shape]
+
+        def on_table() -> tuple[Shape, tuple[float, float, float], tuple[float, float], float, str]:
+            shape = shapes[int(rng.integers(3))]
+            size = small(shape)
+            xy = (tx + rng.uniform(-0.5 + size[0] / 2 + 0.06, 0.5 - size[0] / 2 - 0.06),  # noqa: B023
+                  ty + rng.uniform(-0.325 + size[1] / 2 + 0.06, 0.325 - size[1] / 2 - 0.06))  # noqa: B023
+            return shape, size, xy, 0.72, "table"
+
+        def on_board(board_z: float, y_offset: float) -> Callable[[], tuple]:
+            def sample() -> tuple[Shape, tuple[float, float, float], tuple[float, float], float, str]:
+                shape: Shape = ("box", "cylinder")[int(rng.integers(2))]  # flat bottoms on a board
+                size = small(shape, 0.14)
+                size = (size[0], size[1], min(size[2], 0.3 if board_z < 0.9 else 0.2))
+                xy = (WALL_X_M - 0.255 + rng.uniform(-0.01, 0.01), shelf_y + y_offset + rng.uniform(-0.06, 0.06))  # noqa: B023
+                return shape, size, xy, board_z, "shelf"
+            return sample
+
+        def against_wall() -> tuple[Shape, tuple[float, float, float], tuple[float, float], float, str]:
+            size = (float(rng.uniform(0.12, 0.2)), float(rng.uniform(0.12, 0.25)), float(rng.uniform(0.15, 0.3)))
+            return "box", size, (WALL_X_M - size[0] / 2, float(rng.uniform(-0.55, 0.0))), 0.0, "floor"
+
+        def under_table() -> tuple[Shape, tuple[float, float, float], tuple[float, float], float, str]:
+            shape = shapes[int(rng.integers(3))]
+            size = small(shape)
+            return shape, size, (tx + rng.uniform(-0.25, 0.25), ty + rng.uniform(-0.06, 0.06)), 0.0, "floor"  # noqa: B023
+
+        primitives = list(placed)
+        jobs = [on_table, on_table, on_board(0.5, 0.25), on_board(0.95, 0.65), against_wall, under_table]
+        for job in jobs:
+            for _ in range(200):
+                shape, size, xy, base_z, support = job()
+                candidate = _object(colours[-1], shape, size, xy, base_z, support)
+                if all(_footprint_gap(candidate, other) >= 0.08 for other in primitives[3:]) and all(
+                        _unambiguous(candidate, other, relation_params, 0.03, skip=("on",)) for other in primitives):
+                    colours.pop()
+                    primitives.append(candidate)
+                    break
+            else:
+                break
+        if len(primitives) < len(placed) + len(jobs):
+            continue
+        cameras = _arc_cameras(n_cameras, intrinsics, rng)
+        renderer = Renderer(primitives, walls)
+        rendered = {camera.name: renderer.render(camera) for camera in cameras}
+        views_seeing = np.zeros(len(primitives), dtype=np.int64)
+        for _, _, owner in rendered.values():
+            views_seeing += np.bincount(owner[owner >= 0], minlength=len(primitives)) >= min_px
+        if np.any(views_seeing < min(2, n_cameras)):
+            continue
+        _log.debug("furniture layout accepted after %d attempts", attempt + 1)
+        noise_rng = np.random.default_rng([seed, 1])
+        frames = []
+        for camera in cameras:
+            rgb, depth, _ = rendered[camera.name]
+            if noise is not None:
+                depth = add_depth_noise(depth, noise, noise_rng)
+            frames.append(Frame(camera.name, stamp_ns, rgb, depth, camera.intrinsics, camera.frame_id))
+        instance_images = {name: owner for name, (_, _, owner) in rendered.items()}
+        return SyntheticScene(primitives, cameras, frames, instance_images, seed, noise, relation_params, walls)
+    raise RuntimeError(f"no valid furniture layout in {max_attempts} attempts")
+
+
+def _object(colour: str, shape: Shape, size: tuple[float, float, float], xy: Sequence[float],
+            base_z: float, support: str) -> Primitive:
+    return Primitive(f"{colour}_{shape}", f"{colour} {shape}", shape,
+                     (float(xy[0]), float(xy[1]), base_z + size[2] / 2), size, FURNITURE_OBJECT_COLOURS[colour],
+                     support)
+
+
+def _arc_cameras(n_cameras: int, intrinsics: CameraIntrinsics, rng: np.random.Generator) -> list[SceneCamera]:
+    """Cameras on an arc of 140 degrees facing the wall (+x), around the room corner's middle."""
+    if not 1 <= n_cameras <= 8:
+        raise ValueError(f"n_cameras must be 1..8, got {n_cameras}")
+    centre = np.array([2.3, -0.35])
+    cameras = []
+    for index in range(n_cameras):
+        fraction = 0.5 if n_cameras == 1 else index / (n_cameras - 1)
+        azimuth = math.pi + math.radians(-70 + 140 * fraction) + rng.uniform(-0.08, 0.08)
+        radius = 2.1 + rng.uniform(-0.1, 0.1)
+        eye = (centre[0] + radius * math.cos(azimuth), centre[1] + radius * math.sin(azimuth),
+               1.45 + rng.uniform(-0.1, 0.1))
+        target = (centre[0] + rng.uniform(-0.1, 0.1), centre[1] + rng.uniform(-0.1, 0.1), 0.45)
+        cameras.append(SceneCamera(f"cam{index}", intrinsics, look_at_pose(eye, target)))
+    return cameras
+
+
 def rerender(scene: SyntheticScene, stamp_ns: int, rng: np.random.Generator) -> list[Frame]:
     """New frames of the same (static) scene at ``stamp_ns``, with fresh noise."""
-    renderer = Renderer(scene.primitives)
+    renderer = Renderer(scene.primitives, scene.walls)
     frames = []
     for camera in scene.cameras:
         rgb, depth, _ = renderer.render(camera)

@@ -111,13 +111,25 @@ def test_ids_are_stable_across_requests() -> None:
     assert len(first_score.gt_of_id) == len(scene.primitives)
 
 
-def test_rgb_only_frames_give_no_scene() -> None:
+def test_rgb_only_view_is_marked_by_projection_or_left_out_with_a_reason() -> None:
     scene = make_scene(3, width=160, height=120)
     rgb_only = [replace(scene.frames[0], depth_m=None), *scene.frames[1:]]
     result = build_scene(rgb_only, scene.T_base_from_cam)
-    assert not result.available
-    assert "depth" in result.reason and scene.frames[0].camera in result.reason
-    assert result.objects == [] and result.relations == [] and result.marked_views == {} and result.marks == {}
+    assert result.available and result.projected_views == ["cam0"] and result.views_left_out == {}
+    score = score_scene(scene, result)
+    cam0_marks = result.marks["cam0"]
+    assert cam0_marks  # marks drawn by projecting the objects fused from the other cameras
+    truth = scene.instance_images["cam0"]
+    on_object = [score.gt_of_id.get(m.mark_id) == truth[m.v, m.u] for m in cam0_marks]
+    assert sum(on_object) >= 0.7 * len(on_object)  # 5 of 7 at 160x120 (z-buffer of the fused cloud)
+    # Without its mount the view is left out, and the result says why.
+    mounts = {k: v for k, v in scene.T_base_from_cam.items() if k != "cam0"}
+    left = build_scene(rgb_only, mounts)
+    assert left.available and "cam0" not in left.marks and "mount" in left.views_left_out["cam0"]
+    # With no depth anywhere there is no scene, and nothing is fabricated.
+    none = build_scene([replace(f, depth_m=None) for f in scene.frames], scene.T_base_from_cam)
+    assert not none.available and "depth" in none.reason and scene.frames[0].camera in none.reason
+    assert none.objects == [] and none.relations == [] and none.marked_views == {} and none.marks == {}
     no_info = [replace(frame, intrinsics=None) for frame in scene.frames]
     assert "intrinsics" in build_scene(no_info, scene.T_base_from_cam).reason
 
@@ -210,9 +222,11 @@ def test_relations_from_a_cameras_point_of_view() -> None:
 
 @pytest.mark.parametrize(
     ("rgb", "name"),
-    [((215, 35, 35), "red"), ((90, 15, 15), "red"), ((40, 80, 215), "blue"), ((235, 205, 40), "yellow"),
-     ((75, 50, 30), "brown"), ((240, 240, 240), "white"), ((120, 120, 125), "grey"), ((10, 10, 10), "black"),
-     ((140, 60, 190), "purple"), ((235, 110, 170), "pink"), ((40, 190, 200), "cyan"), ((40, 165, 60), "green")],
+    [((215, 35, 35), "red"), ((150, 20, 20), "red"), ((40, 80, 215), "blue"), ((235, 205, 40), "yellow"),
+     ((75, 50, 30), "brown"), ((150, 100, 60), "brown"), ((240, 240, 240), "white"), ((120, 120, 125), "grey"),
+     ((160, 160, 160), "grey"), ((10, 10, 10), "black"), ((140, 60, 190), "purple"), ((235, 110, 170), "pink"),
+     ((40, 190, 200), "cyan"), ((40, 165, 60), "green"), ((240, 125, 25), "orange"), ((255, 140, 0), "orange"),
+     ((215, 195, 150), "beige"), ((235, 220, 185), "beige")],
 )
 def test_colour_names(rgb: tuple[int, int, int], name: str) -> None:
     assert colour_name(rgb) == name
