@@ -17,12 +17,15 @@ and the token cache's own bytes from /diagnostics, and the bound:
     RSS <= idle node (model, Python, ROS; measured before any frame) + buffer.max_megabytes
            + model.token_cache_megabytes + overhead
 
-where the overhead is measured as peak RSS - idle - buffer bytes - cache bytes at that time (decode and
-inference working memory, DDS history and allocator slack). ``--trace-python`` runs the node under
-tracemalloc and also reports the Python heap's slope, which separates Python objects kept alive from
-native (malloc, torch) growth.
+where the overhead is measured as the largest RSS - idle - buffer bytes - cache bytes after warm-up (decode
+and inference working memory, messages in flight, allocator slack). Where the resident memory lives (glibc's
+main heap, its other arenas, mmapped blocks, the rest) is read from /proc/PID/smaps when idle, after
+warm-up and at the end. ``--trace-python`` runs the node under tracemalloc and also reports the slope of
+the Python heap less the frame buffer's bytes (tracemalloc traces numpy's buffers too), which separates
+objects kept alive from allocator growth. ``--node-env ORYX_ROS_MALLOC_TUNING=0`` gives the untuned
+reference (oryx_ros/ros/process_memory.py).
 
-    python bench/bench_soak.py                        # 10 minutes + start-up
+    python bench/bench_soak.py                        # 4 minutes' warm-up + 10 minutes + start-up
     python bench/bench_soak.py --minutes 3 --warmup-minutes 1.5 --json
 """
 
@@ -231,7 +234,7 @@ def slope_mb_per_min(samples: list[Sample], attribute: str = "rss_mb") -> float:
     return statistics.linear_regression(xs, ys).slope
 
 
-def _write_params(path: Path, token_cache_mb: float) -> Path:
+def _write_params(path: Path, token_cache_mb: float, buffer_mb: float) -> Path:
     groups = "\n".join(f"      {c}: {{image_topic: /{c}/image_raw, camera_info_topic: /{c}/camera_info}}"
                        for c in CAMERAS)
     path.write_text(f"""/**:
@@ -239,6 +242,7 @@ def _write_params(path: Path, token_cache_mb: float) -> Path:
     cameras:
       names: [{", ".join(CAMERAS)}]
 {groups}
+    buffer: {{max_megabytes: {buffer_mb}}}
     model: {{token_cache_megabytes: {token_cache_mb}}}
 """)
     return path
@@ -363,7 +367,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     import rclpy
 
     workdir = Path(tempfile.mkdtemp(prefix="oryx_soak_"))
-    params = _write_params(workdir / "oryx.yaml", args.token_cache_mb)
+    params = _write_params(workdir / "oryx.yaml", args.token_cache_mb, args.buffer_budget_mb)
     trace_file = workdir / "tracemalloc.jsonl"
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -550,14 +554,18 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--minutes", type=float, default=10.0, help="soak length after the cameras start")
-    parser.add_argument("--warmup-minutes", type=float, default=3.0,
-                        help="samples before this are left out of the slope (the buffer's 120 s window fills)")
+    parser.add_argument("--minutes", type=float, default=14.0,
+                        help="soak length after the cameras start (default: 10 minutes after the warm-up)")
+    parser.add_argument("--warmup-minutes", type=float, default=4.0,
+                        help="samples before this are left out of the slope (the buffer's 120 s window and the "
+                             "32 MB token cache fill)")
     parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period")
     parser.add_argument("--question-period-s", type=float, default=3.0)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--buffer-budget-mb", type=float, default=1024.0,
-                        help="the node's buffer.max_megabytes (its default), for the bound")
+    parser.add_argument("--buffer-budget-mb", type=float, default=512.0,
+                        help="the node's buffer.max_megabytes: less than the ~0.9 GB its 120 s window holds here, "
+                             "so the buffer is at its budget before the warm-up ends (as the token cache) and its "
+                             "legitimate filling, which follows the stored frame rate, is not counted as growth")
     parser.add_argument("--token-cache-mb", type=float, default=32.0,
                         help="the node's model.token_cache_megabytes: small, so the cache is full before the "
                              "warm-up ends and its legitimate filling is not counted as growth")

@@ -54,7 +54,9 @@ def write_inputs(directory: Path, frames: int, width: int, height: int, model: s
     bag = directory / "bag"
     write_camera_bag(bag, make_test_frames(list(CAMERAS), frames, fps=10.0, width=width, height=height))
     params = write_params_file(directory / "oryx.yaml", {
-        "model": {"path": str(model)}, "cameras": camera_groups(CAMERAS), "buffer": {"max_rate_hz": 0.0},
+        # Nothing encoded ahead, so "cancel in vision" meets a real vision pass.
+        "model": {"path": str(model), "encode_on_arrival": False},
+        "cameras": camera_groups(CAMERAS), "buffer": {"max_rate_hz": 0.0},
         "qos": {"sensor_reliable": True, "sensor_depth": 100},
         "ask": {"queue_size": 1, "max_new_tokens": 8, "default_window_s": 60.0},
         "description": {"enabled": False, "period_s": 0.2, "window_s": 60.0, "max_new_tokens": LONG}})

@@ -5,7 +5,7 @@ into one section with the command that produced it, under a header that names th
 from /proc/cpuinfo, cores, torch threads), the date and the commit. Progress and warnings go to stderr,
 so ``python bench/run_all.py > bench.md`` keeps only the markdown.
 
-    python bench/run_all.py                      # about 1 minute on 2 cores
+    python bench/run_all.py                      # about 15 minutes on 2 cores
     python bench/run_all.py --only sensor ingest
 """
 
@@ -40,11 +40,25 @@ class Benchmark:
 BENCHMARKS: Final = (
     Benchmark("engine", "Engine stage timings, cold vs warm token cache", "bench_engine.py", ("--repeats", "3"),
               "Tiny random checkpoint on CPU: pipeline overheads, not model speed. Headline: warm / cold TTFT."),
+    Benchmark("scaling", "Engine scaling with frames and cameras, under the planner", "bench_scaling.py",
+              ("--frames", "8", "32", "128", "--max-cameras", "3", "--frames-per-camera", "8"),
+              "Tiny random checkpoint on CPU: pipeline cost, not model speed. Shortened sweep; the README plots come "
+              "from the full one (`--plot-dir docs/images`, 8 → 256 frames, 1 → 4 cameras)."),
+    Benchmark("encode_ahead", "Encoding on arrival: time to first token of a 32-frame question",
+              "bench_encode_ahead.py", ("--repeats", "3"),
+              "Tiny random checkpoint on CPU. Headline: TTFT with the frames encoded ahead / prefill + first decode "
+              "step alone (goal <= 1.3), and / TTFT cold."),
     Benchmark("ingest", "Camera ingest over Fast DDS (separate processes)", "bench_ingest.py", (),
               "Headline: ingest / bare rclpy subscriber (CPU per message, throughput) and built-in transports "
               "/ config/fastdds_shm.xml."),
+    Benchmark("ingest_rgbd", "4 RGB-D cameras over Fast DDS: node ingest vs bare subscribers", "bench_ingest_rgbd.py",
+              (), "Headline: received/sent per camera for both receivers at 10 and 15 Hz (goal: 1 for every camera)."),
     Benchmark("sensor", "Sensor-side per-call costs (in process, no DDS)", "bench_sensor.py", (),
               "Each case as a ratio to a memcpy measured next to it."),
+    Benchmark("preprocess", "Oryx preprocessing of 1280x720 frames, exact and fast resize", "bench_preprocess.py",
+              (),
+              "Speed-ups over the official pipeline (PIL bicubic + CLIP normalisation) measured in alternating "
+              "batches; then the fast backend's difference from Pillow in 8-bit levels."),
     Benchmark("spatial", "Spatial pipeline: build_scene stages and accuracy", "bench_spatial.py",
               ("--seeds", "3", "--repeats", "2", "--width", "320", "--height", "240"),
               "Synthetic RGB-D scenes with ground truth; stage times and accuracy."),

@@ -20,6 +20,10 @@ multi-image form ``<image> <image>\\n{question}``; labelled items one per line a
 ``{label}: <image>`` (e.g. ``Camera front: <image>``) before the question. A multiview request that
 falls back to one video writes the views' labels joined by ", " before its single ``<image>``.
 
+:meth:`OryxEngine.encode_into_cache` runs steps 1-3 only, ahead of a question: it plans as :meth:`answer`
+would and puts the planned frames' embeddings into the token cache in small cancellable batches (the ROS
+node calls it while its inference worker is idle, so a later question finds its frames encoded).
+
 Threading: :meth:`OryxEngine.answer` holds a lock for the whole request, so one engine serves one
 request at a time; concurrent callers wait. The token cache is itself thread-safe.
 """
@@ -30,9 +34,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -47,11 +51,13 @@ from .cancellation import (
     raise_if_cancelled,
 )
 from .generation import DEFAULT_MAX_NEW_TOKENS, GenerationSettings, generate
+from .kv_cache import StaticDecoder
 from .loading import LoadedOryx, load_oryx
 from .modeling_oryx import ImageInput
 from .planner import ItemOffer, PlanPolicy, TokenPlan, default_token_counter, plan_visual_tokens
 from .preprocessing import preprocess_image, preprocess_video_frame
 from .prompting import DEFAULT_IMAGE_TOKEN, DEFAULT_SYSTEM_PROMPT, PROMPT_LAYOUTS, build_prompt_ids, count_placeholders
+from .resampling import ResizeBackend, check_backend
 from .token_cache import CacheStats, VisualCacheKey, VisualTokenCache
 
 logger = logging.getLogger(__name__)
@@ -60,6 +66,8 @@ ANSWER_MODES: Final = ("auto", "image", "video", "video_long", "multiview")
 DEFAULT_CACHE_BYTES: Final = 1 << 30  # 1 GiB ≈ 700 Oryx-7B 4x frames in bf16 (205 × 3584 × 2 B each)
 # Context used when a config has no tokenizer_model_max_length (the original builder's fallback).
 FALLBACK_CONTEXT: Final = 2048
+# Frames per packed ViT pass of encode_into_cache: small, so a cancel between passes loses little work.
+DEFAULT_ENCODE_BATCH_FRAMES: Final = 8
 
 OnTokenText = Callable[[str, int], None]  # (delta_text, tokens generated so far)
 
@@ -99,6 +107,19 @@ class VisualInput:
         return int(width), int(height)
 
 
+@dataclass(frozen=True)
+class EncodeReport:
+    """What one :meth:`OryxEngine.encode_into_cache` call did, counted in frames (images)."""
+
+    planned: int = 0  # frames the plan would use
+    already_cached: int = 0  # planned frames (within the budget) found in the cache
+    encoded: int = 0  # planned frames this call put into the cache
+    over_budget: int = 0  # planned frames left out: their embeddings would not fit the byte budget
+    cancelled: bool = False  # stopped by ``cancel`` before encoding every planned miss
+    modality: str = ""  # 'image' | 'video' | 'video_long' (the plan's), '' when nothing was planned
+    bytes_planned: int = 0  # bytes of the planned frames within the budget (cached before or now)
+
+
 @dataclass
 class Answer:
     """The result of one question. ``timings`` holds ``preprocess_s``, ``vision_s``, ``prefill_s``,
@@ -120,6 +141,16 @@ class Answer:
     frames_from_cache: int = 0  # frames (images) whose embeddings came from the token cache
 
 
+class _PlannedFrame(NamedTuple):
+    """A planned frame that :meth:`OryxEngine.encode_into_cache` may encode."""
+
+    newness: int  # capture stamp (ns), else the frame's index: larger = newer
+    item: int  # index of its planned item
+    position: int  # its position in that item's frames
+    key: VisualCacheKey
+    bytes: int  # size of its embedding in the cache
+
+
 class OryxEngine:
     """Oryx question answering over camera frames, with token planning, caching and streaming."""
 
@@ -134,9 +165,15 @@ class OryxEngine:
         default_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         max_context: int | None = None,
         model_name: str | None = None,
+        resize_backend: ResizeBackend = "fast",
+        static_decoder: StaticDecoder | None = None,
     ) -> None:
         """Wrap a loaded checkpoint. ``max_context`` lowers the context limit below the config's
-        ``tokenizer_model_max_length`` (e.g. to bound latency and memory on a small GPU)."""
+        ``tokenizer_model_max_length`` (e.g. to bound latency and memory on a small GPU).
+        ``resize_backend`` picks the bicubic resize of preprocessing: ``"fast"`` (torch, within 2 levels of
+        Pillow; greedy ids equal the reference's in test_reference_parity) or ``"exact"`` (Pillow itself).
+        ``static_decoder`` (a :class:`~.kv_cache.StaticDecoder` of this model): decode into its static KV cache
+        with its (optionally compiled, CUDA-graph) step instead of a growing ``DynamicCache``; same token ids."""
         if prompt_layout not in PROMPT_LAYOUTS:
             raise ValueError(f"prompt_layout must be one of {PROMPT_LAYOUTS}, got {prompt_layout!r}")
         if max_context is not None and max_context < 1:
@@ -154,6 +191,8 @@ class OryxEngine:
         self.cache = VisualTokenCache(cache_bytes)
         self._counter = default_token_counter(self.config.vision.patch_size)
         self._lock = threading.Lock()
+        self.resize_backend = check_backend(resize_backend)
+        self.static_decoder = static_decoder
 
     @classmethod
     def from_pretrained(
@@ -174,7 +213,8 @@ class OryxEngine:
         ``dtype`` defaults to float32 on CPU and bfloat16 elsewhere (the official inference dtype);
         ``vit_path`` names a separate Oryx-ViT weights file. ``progress`` logs each shard as it loads (INFO).
         ``engine_kwargs`` go to the constructor
-        (``prompt_layout``, ``system_prompt``, ``policy``, ``default_max_new_tokens``, ``max_context``).
+        (``prompt_layout``, ``system_prompt``, ``policy``, ``default_max_new_tokens``, ``max_context``,
+        ``resize_backend``).
         """
         if dtype is None:
             dtype = torch.float32 if torch.device(device).type == "cpu" and device_map is None else torch.bfloat16
@@ -224,14 +264,7 @@ class OryxEngine:
         ``'cancelled'`` and the tokens streamed so far. Raises :class:`~.planner.PlanError` when the request
         cannot fit the context and ``ValueError`` for malformed input.
         """
-        if mode not in ANSWER_MODES:
-            raise ValueError(f"mode must be one of {ANSWER_MODES}, got {mode!r}")
-        if DEFAULT_IMAGE_TOKEN in question:
-            raise ValueError(f"the question must not contain {DEFAULT_IMAGE_TOKEN}; pass visuals instead")
-        visuals = list(visuals)
-        for index, visual in enumerate(visuals):
-            if not isinstance(visual, VisualInput):
-                raise TypeError(f"visuals[{index}] must be a VisualInput, got {type(visual).__name__}")
+        visuals = self._checked_visuals(visuals, mode, question)
         max_new = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if max_new < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new}")
@@ -243,16 +276,7 @@ class OryxEngine:
         timings = dict.fromkeys(("preprocess_s", "vision_s", "prefill_s", "decode_s", "total_s"), 0.0)
 
         # 1. plan: text tokens of both possible layouts, then frames and compression.
-        labels = [v.label for v in visuals]
-        text_tokens = self._text_token_count(question, labels)
-        merged_label = ", ".join(label for label in labels if label) or None
-        merged_text_tokens = self._text_token_count(question, [merged_label]) if visuals else text_tokens
-        offers = [ItemOffer([v.size_wh(i) for i in range(len(v.frames))], v.stamps_ns, v.label) for v in visuals]
-        plan = plan_visual_tokens(
-            offers, context_limit=self.context_limit, text_tokens=text_tokens, max_new_tokens=max_new,
-            mode=mode, max_frames=max_frames, merged_text_tokens=merged_text_tokens, policy=self.policy,
-            counter=self._counter,
-        )
+        plan = self._plan(question, visuals, mode, max_new, max_frames)
         for note in plan.notes:
             logger.info("plan: %s", note)
         if plan.frames_dropped:
@@ -294,10 +318,116 @@ class OryxEngine:
                                                              max_new_tokens=max_new)
         streamed = _DeltaStream(on_token)
         result = generate(self.model, inputs_embeds, self.tokenizer, settings,
-                          on_token=streamed.push if on_token is not None else None, cancel=cancel)
+                          on_token=streamed.push if on_token is not None else None, cancel=cancel,
+                          static=self.static_decoder)
         streamed.flush(result.text, len(result.token_ids))
         timings["prefill_s"], timings["decode_s"] = result.prefill_s, result.decode_s
         return finish(result.text, result.token_ids, result.stop_reason.value, prompt_tokens, **counts)
+
+    def _plan(self, question: str, visuals: list[VisualInput], mode: str, max_new: int, max_frames: int) -> TokenPlan:
+        """Step 1 of a request: text tokens of both possible layouts, then frames and compression.
+        Shared by :meth:`answer` and :meth:`encode_into_cache`, so both pick the same frames."""
+        labels = [v.label for v in visuals]
+        text_tokens = self._text_token_count(question, labels)
+        merged_label = ", ".join(label for label in labels if label) or None
+        merged_text_tokens = self._text_token_count(question, [merged_label]) if visuals else text_tokens
+        offers = [ItemOffer([v.size_wh(i) for i in range(len(v.frames))], v.stamps_ns, v.label) for v in visuals]
+        return plan_visual_tokens(
+            offers, context_limit=self.context_limit, text_tokens=text_tokens, max_new_tokens=max_new,
+            mode=mode, max_frames=max_frames, merged_text_tokens=merged_text_tokens, policy=self.policy,
+            counter=self._counter,
+        )
+
+    # ------------------------------------------------------------------ encoding ahead of a question
+    def encode_into_cache(
+        self,
+        visuals: Sequence[VisualInput],
+        mode: str = "auto",
+        *,
+        question: str = "",
+        max_new_tokens: int | None = None,
+        max_frames: int = 0,
+        cancel: Cancel = None,
+        batch_frames: int = DEFAULT_ENCODE_BATCH_FRAMES,
+        byte_budget: int | None = None,
+    ) -> EncodeReport:
+        """Put into the token cache the frames that :meth:`answer` with the same ``visuals``, ``mode``,
+        ``max_new_tokens`` and ``max_frames`` would use, at the compression its plan would choose, so
+        that such a question later finds them there (``Answer.frames_from_cache``).
+
+        ``question`` only sets the text-token count the plan reserves; the frames differ from a real
+        question's only when the context budget, not the frame cap, limits the plan. Frames already
+        cached are left alone. The planned frames are taken newest first while their embeddings fit
+        ``byte_budget`` (default: the whole cache), counting those already cached, so encoding never
+        evicts what it just stored; the rest count as ``over_budget``. Misses are encoded newest first
+        in packed passes of ``batch_frames`` frames, each under the engine's lock, each through the same
+        preprocessing and encoder as :meth:`answer`. ``cancel`` is read before every batch and, within
+        one, at every ViT block (:mod:`.cancellation`): a cancelled batch caches nothing, the batches
+        before it stay. Raises :class:`~.planner.PlanError` and ``ValueError`` as :meth:`answer` does.
+        """
+        visuals = self._checked_visuals(visuals, mode, question)
+        max_new = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if max_new < 1 or batch_frames < 1:
+            raise ValueError(f"max_new_tokens and batch_frames must be >= 1, got {max_new}, {batch_frames}")
+        budget = self.cache.max_bytes if byte_budget is None else min(int(byte_budget), self.cache.max_bytes)
+        if not visuals or budget <= 0 or is_cancelled(cancel):
+            return EncodeReport(cancelled=is_cancelled(cancel))
+        plan = self._plan(question, visuals, mode, max_new, max_frames)
+        modality = plan.mode_used
+        element_bytes = torch.empty((), dtype=self.dtype).element_size()
+        candidates: list[_PlannedFrame] = []
+        for item_index, planned in enumerate(plan.items):
+            for position, (source, frame) in enumerate(planned.frames):
+                visual = visuals[source]
+                key = self._cache_key(visual, frame, modality)
+                if key is None:
+                    continue  # a frame without a key is never cached
+                width, height = visual.size_wh(frame)
+                rows = (self._counter.image_tokens(width, height) if modality == "image"
+                        else self._counter.video_frame_tokens(width, height, modality))
+                newness = visual.stamps_ns[frame] if visual.stamps_ns is not None else frame
+                candidates.append(_PlannedFrame(newness, item_index, position, key,
+                                                rows * self.config.hidden_size * element_bytes))
+        candidates.sort(key=lambda c: c.newness, reverse=True)  # newest first: what a short question asks about
+        misses: list[_PlannedFrame] = []
+        used_bytes = cached = 0
+        for candidate in candidates:
+            if used_bytes + candidate.bytes > budget:
+                continue
+            used_bytes += candidate.bytes
+            if candidate.key in self.cache:
+                cached += 1
+            else:
+                misses.append(candidate)
+        report = EncodeReport(planned=plan.frames_used, already_cached=cached, modality=modality,
+                              over_budget=len(candidates) - cached - len(misses), bytes_planned=used_bytes)
+        timings = dict.fromkeys(("preprocess_s", "vision_s"), 0.0)
+        for start in range(0, len(misses), batch_frames):
+            batch = misses[start:start + batch_frames]
+            items = []  # the plan's items cut down to this batch's frames, in prompt order
+            for item_index, planned in enumerate(plan.items):
+                positions = sorted(c.position for c in batch if c.item == item_index)
+                if positions:
+                    items.append(replace(planned, frames=tuple(planned.frames[p] for p in positions)))
+            try:
+                with self._lock:
+                    _, encoded, _ = self._visual_blocks(visuals, replace(plan, items=tuple(items)), timings, cancel)
+            except RequestCancelledError:
+                return replace(report, cancelled=True)
+            report = replace(report, encoded=report.encoded + encoded)
+        return report
+
+    @staticmethod
+    def _checked_visuals(visuals: Sequence[VisualInput], mode: str, question: str) -> list[VisualInput]:
+        if mode not in ANSWER_MODES:
+            raise ValueError(f"mode must be one of {ANSWER_MODES}, got {mode!r}")
+        if DEFAULT_IMAGE_TOKEN in question:
+            raise ValueError(f"the question must not contain {DEFAULT_IMAGE_TOKEN}; pass visuals instead")
+        visuals = list(visuals)
+        for index, visual in enumerate(visuals):
+            if not isinstance(visual, VisualInput):
+                raise TypeError(f"visuals[{index}] must be a VisualInput, got {type(visual).__name__}")
+        return visuals
 
     # ------------------------------------------------------------------ prompt
     @staticmethod
@@ -349,10 +479,11 @@ class OryxEngine:
                     raise_if_cancelled(cancel)
                     misses.append((item_index, position, key))
                     if planned.modality == "image":
-                        pre = preprocess_image(visual.frames[frame])
+                        pre = preprocess_image(visual.frames[frame], resize_backend=self.resize_backend)
                         pixels.append(ImageInput(pre.lowres, pre.highres))
                     else:
-                        pixels.append(preprocess_video_frame(visual.frames[frame], planned.modality))
+                        pixels.append(preprocess_video_frame(visual.frames[frame], planned.modality,
+                                                             resize_backend=self.resize_backend))
             frame_embeddings.append(row)
         timings["preprocess_s"] += time.perf_counter() - preprocess_start
 

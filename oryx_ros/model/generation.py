@@ -11,11 +11,16 @@ cancel flag between tokens and, through :func:`~.cancellation.cancel_points`, wi
 
 The repetition penalty sees the generated tokens only, as HF ``generate(inputs_embeds=…)`` did for the
 original (its ``input_ids`` hold no prompt ids there).
+
+Two KV-cache paths give the same token ids: the default grows a ``DynamicCache``; ``static=`` a
+:class:`~.kv_cache.StaticDecoder` decodes into a fixed-size ``StaticCache`` with an optionally compiled
+(CUDA-graph on GPU) step, for GPUs where per-token launch overhead matters.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +30,7 @@ from typing import Any, Final, Protocol
 import torch
 
 from .cancellation import RequestCancelledError, cancel_point_modules, cancel_points, is_cancelled
+from .kv_cache import StaticDecoder
 from .modeling_oryx import OryxForCausalLM
 from .prompting import IM_END, chat_special_ids
 
@@ -222,6 +228,7 @@ def generate(
     on_token: OnToken | None = None,
     cancel: Cancel = None,
     cache=None,
+    static: StaticDecoder | None = None,
 ) -> GenerationResult:
     """Generate from prompt embeddings ``(1, S, D)`` (see :meth:`OryxForCausalLM.prepare_inputs_embeds`).
 
@@ -231,8 +238,14 @@ def generate(
     checked before the prompt pass, between tokens and within every decoder layer (a long prefill stops
     part-way), so no token follows a request once the running layer ends.
     ``on_token(token_id, text_so_far)`` runs after each kept token (``text_so_far`` needs ``tokenizer``).
+
+    ``static``: decode into its static KV cache (sized for ``prompt + max_new_tokens``) with its step
+    instead of a ``DynamicCache`` (same ids). A compiled step has no in-layer cancel points (they would
+    break the graph): during decoding the flag is then read between tokens only.
     """
     settings = settings or GenerationSettings()
+    if static is not None and cache is not None:
+        raise ValueError("pass either cache or static, not both")
     eos = set(settings.eos_token_ids)
     if tokenizer is not None:
         eos.add(chat_special_ids(tokenizer)[1])  # <|im_end|> always ends the assistant turn
@@ -250,14 +263,23 @@ def generate(
     start = time.perf_counter()
     decode_start: float | None = None
     generated = 0
+    points = cancel_point_modules(model)
+    if static is not None:
+        cache = static.cache_for(result.prompt_length + settings.max_new_tokens)
+        step: Callable[[torch.Tensor, Any], torch.Tensor] = static.step
+        decode_points = [] if static.compiled else points
+    else:
+        step = functools.partial(decode_one_token, model)
+        decode_points = points
     try:
-        with cancel_points(cancel_point_modules(model), cancel):
+        with cancel_points(points, cancel):
             logits, cache = prefill(model, inputs_embeds, cache)
             previous = torch.empty(0, dtype=torch.long, device=logits.device)
             next_id = select_next_token(logits, previous, settings, generator)
             token = int(next_id)  # one device sync per token: needed for the EOS check and streaming anyway
             result.prefill_s = time.perf_counter() - start
 
+        with cancel_points(decode_points, cancel):
             decode_start = time.perf_counter()
             generated = 1
             while True:
@@ -277,7 +299,7 @@ def generate(
                     break
                 previous = torch.cat([previous, next_id.view(-1)])
                 generated += 1
-                logits = decode_one_token(model, next_id.view(1, 1), cache)
+                logits = step(next_id.view(1, 1), cache)
                 next_id = select_next_token(logits, previous, settings, generator)
                 token = int(next_id)
     except RequestCancelledError:  # raised in a layer: that step's token is dropped, those streamed stay

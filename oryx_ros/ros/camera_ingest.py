@@ -33,6 +33,15 @@ phase offsets when cameras stream but no synchronised set formed for ``no_set_wa
 Threading: by default each camera's subscriptions get a MutuallyExclusiveCallbackGroup of their own,
 so with a MultiThreadedExecutor a slow or huge decode in one camera never stalls another. Gate, pairing,
 synchronizer and the buffer hand-off run under one short lock; decoding never does.
+
+With ``workers=True`` (what the node uses) the callbacks only hand the message to its camera's bounded
+queue, and a worker thread per camera does everything above in arrival order. The executor then takes
+each message off DDS at once: rclpy's executor takes one message per subscription per wait cycle and
+checks a busy callback group lazily, in a fixed order, so with slow callbacks in per-camera groups the
+history (sensor-data QoS: KEEP_LAST 5) of the cameras listed last overflowed first. Each subscription
+then has a group of its own (its messages stay in order; the camera's worker keeps the camera's order).
+A message the full queue has to give up is counted per camera and kind (``queue_overflow``), so every
+message DDS delivered is either processed or counted.
 """
 
 from __future__ import annotations
@@ -84,6 +93,9 @@ DEFAULT_CAMERA_INFO_WAIT_NS: Final = 1_000_000_000
 # Cameras streaming this long (arrival time) without a synchronised set make the status WARN.
 DEFAULT_NO_SET_WARN_S: Final = 5.0
 _PENDING_LIMIT: Final = 30  # per camera and kind; beyond it the oldest is given up (counted)
+# Per-camera hand-off queue (workers=True): 2 s of colour + depth + CameraInfo at 15 Hz, about 46 MB of
+# 640x480 RGB-D per camera at most; beyond it the oldest message is given up (counted in queue_overflow).
+DEFAULT_WORKER_QUEUE: Final = 90
 _RECENT_STAMPS: Final = 32  # per camera, for the phase offsets in diagnostics
 
 # diagnostic_msgs/DiagnosticStatus levels (kept as ints so this module needs no diagnostic_msgs).
@@ -130,7 +142,8 @@ class CameraCounters:
     per-camera rate cap refused them; ``decoded_late`` those of them decoded after all, as members of
     an admitted set. ``quarantined`` counts messages the stamp gate refused, by reason;
     ``rejected_images`` and ``rejected_camera_infos`` messages that failed to convert, by reason
-    (``conversion_errors`` is their total).
+    (``conversion_errors`` is their total). ``queue_overflow`` counts messages the camera's hand-off
+    queue gave up (workers only), by kind; they are not in ``images``, ``depth_images``, ``camera_infos``.
     """
 
     images: int = 0
@@ -150,6 +163,7 @@ class CameraCounters:
     quarantined: dict[str, int] = field(default_factory=dict)
     rejected_images: dict[str, int] = field(default_factory=dict)
     rejected_camera_infos: dict[str, int] = field(default_factory=dict)
+    queue_overflow: dict[str, int] = field(default_factory=dict)  # by kind: image, depth, camera_info
 
     def copy(self) -> CameraCounters:
         values = {key: dict(value) if isinstance(value, dict) else value for key, value in vars(self).items()}
@@ -223,6 +237,8 @@ class CameraIngest:
         clock: Callable[[], float] = time.monotonic,
         skip_rate_capped: bool = True,
         max_decode_pixels: int | None = None,
+        workers: bool = False,
+        worker_queue: int = DEFAULT_WORKER_QUEUE,
     ) -> None:
         """
         Args:
@@ -249,6 +265,10 @@ class CameraIngest:
                 needs them; False decodes every frame (the stored frames and sets are the same).
             max_decode_pixels: largest image area decoded (``max_pixels`` of the codec); default the
                 codec's. Settable at run time (attribute of the same name).
+            workers: callbacks only queue the message; one thread per camera processes its messages in
+                arrival order (see the module docstring). False processes in the callback (deterministic
+                for tests driving a SingleThreadedExecutor).
+            worker_queue: messages queued per camera (workers only) before the oldest is given up.
         """
         names = [camera.name for camera in cameras]
         if not names:
@@ -291,25 +311,35 @@ class CameraIngest:
         self._quarantined_reported = 0
         self._last_warning: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
+        if worker_queue < 1:
+            raise ValueError(f"worker_queue must be positive, got {worker_queue}")
+        self._workers = {name: _Worker(self, name, worker_queue) for name in names} if workers else {}
         info_qos = camera_info_qos or qos
         self._subscriptions = []
         for camera in cameras:
-            group = callback_group or MutuallyExclusiveCallbackGroup()
+            camera_group = callback_group or MutuallyExclusiveCallbackGroup()
+
+            def group(camera_group: CallbackGroup = camera_group) -> CallbackGroup:
+                # Workers keep the camera's order, so each subscription may have a group of its own.
+                return callback_group or (MutuallyExclusiveCallbackGroup() if workers else camera_group)
+
             self._subscriptions.append(node.create_subscription(
                 CompressedImage if camera.compressed else Image, camera.image_topic,
-                self._callback(camera.name, "image", self._on_image), qos, callback_group=group,
+                self._callback(camera.name, "image", self._on_image), qos, callback_group=group(),
             ))
             if camera.camera_info_topic:
                 self._subscriptions.append(node.create_subscription(
                     CameraInfo, camera.camera_info_topic,
                     self._callback(camera.name, "camera_info", self._on_camera_info), info_qos,
-                    callback_group=group,
+                    callback_group=group(),
                 ))
             if camera.depth_topic:
                 self._subscriptions.append(node.create_subscription(
                     CompressedImage if camera.depth_compressed else Image, camera.depth_topic,
-                    self._callback(camera.name, "depth", self._on_depth), qos, callback_group=group,
+                    self._callback(camera.name, "depth", self._on_depth), qos, callback_group=group(),
                 ))
+        for worker in self._workers.values():
+            worker.start()
 
     # --- public -----------------------------------------------------------------------------------
 
@@ -353,8 +383,16 @@ class CameraIngest:
             self._gate.on_clock_jump()
             self._forget_time_base("/clock went back")
 
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the workers processed every queued message (at once without workers); False if
+        some were still queued after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        return all(worker.wait_idle(deadline) for worker in self._workers.values())
+
     def flush(self) -> None:
-        """Release frames still waiting for depth or CameraInfo (e.g. at the end of a bag, at shutdown)."""
+        """Release frames still waiting for depth or CameraInfo (e.g. at the end of a bag, at shutdown),
+        after the workers processed what was queued."""
+        self.wait_idle()
         ready: list[_Parts] = []
         with self._lock:
             for name, pending in self._pending.items():
@@ -370,6 +408,8 @@ class CameraIngest:
         for subscription in self._subscriptions:
             self._node.destroy_subscription(subscription)
         self._subscriptions.clear()
+        for worker in self._workers.values():
+            worker.stop()
 
     def stats(self) -> IngestStats:
         with self._lock:
@@ -435,6 +475,13 @@ class CameraIngest:
 
     def _callback(self, camera: str, kind: str, handler: Callable[[str, Any], None]) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
+            worker = self._workers.get(camera)
+            if worker is not None:
+                worker.put(kind, process, msg)
+            else:
+                process(msg)
+
+        def process(msg: Any) -> None:
             try:
                 handler(camera, msg)
             except ValueError as err:  # ImageConversionError, CameraInfoError: bad input
@@ -749,6 +796,59 @@ class CameraIngest:
             self._logger.error(text)
         else:
             self._logger.warning(text)
+
+
+class _Worker:
+    """One camera's hand-off queue and the thread that processes it in arrival order (drops the oldest
+    when full, counted per kind in the camera's ``queue_overflow``)."""
+
+    def __init__(self, ingest: CameraIngest, camera: str, limit: int) -> None:
+        self._ingest, self._camera, self._limit = ingest, camera, limit
+        self._queue: deque[tuple[str, Callable[[Any], None], Any]] = deque()
+        self._changed = threading.Condition()
+        self._busy = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"oryx-ingest-{camera}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, kind: str, process: Callable[[Any], None], msg: Any) -> None:
+        with self._changed:
+            if self._stopping:
+                return
+            if len(self._queue) >= self._limit:
+                given_up, _, _ = self._queue.popleft()
+                with self._ingest._lock:
+                    overflow = self._ingest._counters[self._camera].queue_overflow
+                    overflow[given_up] = overflow.get(given_up, 0) + 1
+            self._queue.append((kind, process, msg))
+            self._changed.notify_all()
+
+    def wait_idle(self, deadline: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: (not self._queue and not self._busy) or self._stopping,
+                                          timeout=max(0.0, deadline - time.monotonic()))
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._queue.clear()
+            self._changed.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._busy = False
+                self._changed.notify_all()
+                self._changed.wait_for(lambda: self._queue or self._stopping)
+                if self._stopping:
+                    return
+                _, process, msg = self._queue.popleft()
+                self._busy = True
+            process(msg)  # counts and reports its own errors; never raises
 
 
 def _default_max_pixels() -> int:

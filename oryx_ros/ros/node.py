@@ -1,11 +1,15 @@
 """The oryx node: a thin adapter from ROS to the sensor-side core, the spatial core and the Oryx engine.
 
 Threads and callback groups (MultiThreadedExecutor):
-* camera subscriptions (a mutually exclusive group per camera) only convert messages and fill the frame buffer;
+* camera subscriptions (a group each) only hand each message to its camera's bounded queue; one worker thread per
+  camera gates, decodes and stores it (CameraIngest), so no camera's decode delays another's messages;
 * the ``~/ask`` service and the ``~/ask`` action (a reentrant group each) submit a job to the single
   inference worker and wait for it, so several requests may wait while sensors keep streaming in;
 * the description and diagnostics timers (one mutually exclusive group) never wait on the model: a
-  description is only submitted when the worker is idle, and published from its completion.
+  description is only submitted when the worker is idle, and published from its completion;
+* the encode-ahead timer (same group, ``model.encode_on_arrival``) puts one job in the worker's background
+  slot when new frames are stored: it encodes the frames the default question window and the description
+  window would use into the token cache, and any question or description preempts it within one layer.
 
 Stopping (SIGINT/SIGTERM, see :func:`_spin`): the executor spins on a thread of its own while the main
 thread waits for a signal; then new requests are refused, the running and queued jobs are cancelled (the
@@ -53,7 +57,7 @@ from oryx_ros.ros.inference_worker import CancelToken, DeadlineExceededError, In
 from oryx_ros.ros.parameters import CONFIG_FIELDS, NodeConfig, check_parameter, declare_parameters, descriptor_range
 from oryx_ros.ros.process_memory import tune_malloc
 from oryx_ros.ros.requests import RequestError, RequestLimits, escape_prompt_text, spread_frame_cap, validate_request
-from oryx_ros.ros.scene_messages import scene_graph_message, scene_markers
+from oryx_ros.ros.scene_messages import scene_graph_message, scene_graph_of, scene_markers
 from oryx_ros.ros.startup import StartupError, check_model_settings, explain_load_error, report
 from oryx_ros.srv import Ask
 
@@ -64,6 +68,21 @@ SHUTTING_DOWN = "the node is shutting down"
 STOP_GRACE_S = 1.0  # how long waiting requests get to answer once a stop is requested
 SPATIAL_UNAVAILABLE = "spatial reasoning is unavailable: this build has no spatial module"
 ACTION_RESULT_TIMEOUT_S = 60  # how long the ~/ask action server keeps a finished goal's result
+ENCODE_AHEAD_PERIOD_S = 0.25  # how often an idle node looks for newly stored frames to encode
+# Plans of encode-ahead reserve this question's text tokens: the frames differ from a real question's only
+# when the context budget, not the frame cap, limits the plan.
+TYPICAL_QUESTION = "What do the cameras show, and what has changed in the last seconds?"
+
+
+@dataclass(frozen=True)
+class EncodeWindow:
+    """One request shape that encode-ahead prepares for: the frames and settings its plan is made with."""
+
+    by_camera: dict[str, list[Frame]]
+    mode: str
+    max_frames: int  # the engine's per-camera cap (0 = automatic)
+    max_new_tokens: int
+    question: str
 
 
 @dataclass
@@ -154,6 +173,15 @@ class OryxCore:
         self._description_token: CancelToken | None = None
         self._descriptions_preempted = 0
         self._description_timer: Any = None
+        # Encode-ahead (model.encode_on_arrival): totals over its background jobs, and the frames of the last
+        # job that ran to its end (the timer submits nothing while the windows still hold the same frames).
+        self._encoded_ahead_frames = 0
+        self._encode_ahead_skipped_budget = 0  # planned frames left out of the last job: over the cache budget
+        self._encode_ahead_failed = 0
+        self._encoded_windows: tuple[Any, ...] | None = None
+        self._encode_ahead_state = "off"  # 'off' | 'pending' (new frames to encode) | 'done' (the windows are)
+        # (frames encoded, frames from the token cache) of the last answered question
+        self._last_ask_frames: tuple[int, int] | None = None
         # (new, text, visual) tokens of the last description: shows description.* changes taking effect
         self._last_description_tokens: tuple[int, int, int] | None = None
         # Per camera: (colour messages, frames accepted) at the last diagnostics tick, and the monotonic
@@ -214,24 +242,27 @@ class OryxCore:
         from oryx_ros.ros.camera_ingest import CameraIngest
 
         config = self.config
-        qos = QoSProfile(depth=config.sensor_qos_depth, reliability=QoSReliabilityPolicy.RELIABLE) \
-            if config.sensor_qos_reliable else qos_profile_sensor_data
+        # Sensor-data QoS (BEST_EFFORT, volatile) with qos.sensor_depth of history, not its 5: a burst of
+        # several RGB-D cameras must wait out a busy executor without being overwritten (bench_ingest_rgbd.py).
+        qos = QoSProfile(depth=config.sensor_qos_depth, reliability=QoSReliabilityPolicy.RELIABLE
+                         if config.sensor_qos_reliable else qos_profile_sensor_data.reliability)
         synchronizer = ApproximateTimeSynchronizer(
             [camera.name for camera in config.cameras], config.sync_queue_size,
             max(1, int(config.sync_slop_s * NS_PER_S)),
             dead_camera_timeout_ns=int(config.dead_camera_timeout_s * NS_PER_S) or None)
-        # The node's clock (sim or wall) for the stamp gate's future check; each camera gets its own
-        # callback group, so one camera's slow decode never stalls another.
+        # The node's clock (sim or wall) for the stamp gate's future check. Callbacks only queue messages; each
+        # camera's worker thread decodes and stores, so one camera's slow decode never stalls another.
         clock = self.node.get_clock()
         self.ingest = CameraIngest(self.node, config.cameras, self.buffer, synchronizer=synchronizer, qos=qos,
-                                   now_ns=lambda: clock.now().nanoseconds)
+                                   now_ns=lambda: clock.now().nanoseconds, workers=True)
         # /clock going back (sim reset, bag looping with --clock) confirms a time jump at once.
         ingest = self.ingest
         self._clock_jump_handle = clock.create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-DEFAULT_TIME_JUMP_THRESHOLD_NS),
                           on_clock_change=False),
             post_callback=lambda _jump: ingest.on_clock_jump())
-        self._timers = [self.node.create_timer(1.0, self._publish_diagnostics, self.timer_group)]
+        self._timers = [self.node.create_timer(1.0, self._publish_diagnostics, self.timer_group),
+                        self.node.create_timer(ENCODE_AHEAD_PERIOD_S, self._maybe_encode_ahead, self.timer_group)]
         self._restart_description_timer()
         self._apply_sensor_settings()
         if self.spatial is not None and config.pose_topic:
@@ -284,7 +315,8 @@ class OryxCore:
         """Raises StartupError (one line naming the parameter and the fix) for settings that cannot work:
         the cheap ones are checked before torch loads anything."""
         config = self.config
-        check_model_settings(config.model_path, config.model_device, config.model_dtype, config.attn_implementation)
+        check_model_settings(config.model_path, config.model_device, config.model_dtype, config.attn_implementation,
+                             config.resize_backend)
 
         import torch
 
@@ -308,6 +340,7 @@ class OryxCore:
                 path, device="cuda" if multi_gpu else config.model_device, device_map="auto" if multi_gpu else None,
                 dtype=getattr(torch, config.model_dtype),
                 attn_implementation=config.attn_implementation, allow_pickle=config.allow_pickle,
+                resize_backend=config.resize_backend,
                 cache_bytes=int(config.token_cache_megabytes * 1024 * 1024),
                 policy=PlanPolicy(min_frames_at_4x=config.min_frames_at_4x, auto_max_frames_4x=config.max_frames_4x,
                                   auto_max_frames_16x=config.max_frames_16x),
@@ -353,12 +386,15 @@ class OryxCore:
             return
         fields = {CONFIG_FIELDS[name]: value for name, value in changed.items()}
         self.config = dataclasses.replace(self.config, **fields)
+        if changed.get("model.encode_on_arrival") is False and self.worker is not None:
+            self.worker.cancel_background()
         if {"description.enabled", "description.period_s"} & changed.keys():
             self._restart_description_timer()
         if {"sync.slop_s", "sync.dead_camera_timeout_s", "sensor.max_decode_pixels",
                 "sensor.future_tolerance_s"} & changed.keys():
             self._apply_sensor_settings()
-        if {"spatial.base_frame", "spatial.max_objects"} & changed.keys():
+        if {"spatial.base_frame", "spatial.max_objects", "spatial.viewpoint", "spatial.relations_per_object",
+                "spatial.relations_inverse", "spatial.model_labels"} & changed.keys():
             self._apply_spatial_settings()
         self.log.info("parameters applied: " + ", ".join(f"{name}={value!r}" for name, value in changed.items()))
 
@@ -392,12 +428,8 @@ class OryxCore:
             ingest.future_tolerance_ns = int(config.future_tolerance_s * NS_PER_S)
 
     def _apply_spatial_settings(self) -> None:
-        if self.spatial is None:
-            return
-        params = self.spatial.params
-        self.spatial.params = dataclasses.replace(
-            params, base_frame=self.config.base_frame,
-            marks=dataclasses.replace(params.marks, max_marks=self.config.max_objects))
+        if self.spatial is not None:
+            self.spatial.apply_settings(self.config)
 
     def _parameter(self, name: str) -> Any:
         """Current value of a parameter (run-time ones may change between two reads)."""
@@ -412,7 +444,8 @@ class OryxCore:
             default_mode=self._parameter("ask.default_mode"),
             default_max_new_tokens=self._parameter("ask.max_new_tokens"),
             max_new_tokens=int(max_new_tokens[1]) if max_new_tokens else 0,
-            max_question_chars=self._parameter("ask.max_question_chars"))
+            max_question_chars=self._parameter("ask.max_question_chars"),
+            base_frame=self.config.base_frame, default_viewpoint=self.config.viewpoint)
 
     # ------------------------------------------------------------------------------------------ asking
     def _select_frames(self, cameras: Sequence[str], window_s: float, max_frames: int = 0,
@@ -484,7 +517,7 @@ class OryxCore:
 
                 if valid.spatial:
                     return self._answer_spatial(question, by_camera, mode, max_frames, max_new_tokens,
-                                                header, on_token, cancelled)
+                                                header, on_token, cancelled, viewpoint=valid.viewpoint)
                 result = self.engine.answer(question, self._visuals(by_camera), mode=mode,
                                             max_new_tokens=max_new_tokens, max_frames=max_frames,
                                             on_token=on_token, cancel=cancelled)
@@ -526,6 +559,7 @@ class OryxCore:
                 return AskOutcome(cancelled=True, error=SHUTTING_DOWN)
 
     def _outcome(self, result: Any, token: CancelToken) -> AskOutcome:
+        self._last_ask_frames = (result.frames_encoded, result.frames_from_cache)
         if result.stop_reason == "cancelled" and token.deadline_passed:
             raise DeadlineExceededError("the request's deadline passed during generation; partial answer: "
                                         + result.text)
@@ -535,15 +569,15 @@ class OryxCore:
                           error="cancelled" if result.stop_reason == "cancelled" else "")
 
     def _answer_spatial(self, question: str, by_camera: dict[str, list[Frame]], mode: str, max_frames: int,
-                        max_new_tokens: int, header: Header, on_token: Any, cancelled: Callable[[], bool]
-                        ) -> AskOutcome:
+                        max_new_tokens: int, header: Header, on_token: Any, cancelled: Callable[[], bool],
+                        viewpoint: str | None = None) -> AskOutcome:
         if self.spatial is None:
             result = self.engine.answer(question, self._visuals(by_camera), mode=mode, max_new_tokens=max_new_tokens,
                                         max_frames=max_frames, on_token=on_token, cancel=cancelled)
             outcome = self._outcome(result, CancelToken())
             outcome.scene = SceneGraph(header=header, available=False, reason=SPATIAL_UNAVAILABLE)
             return outcome
-        scene = self.spatial.build(by_camera)
+        scene = self.spatial.build(by_camera, viewpoint)
         if not scene.available:
             # No fabricated 3D: answer from the plain views and say why there is no scene graph.
             result = self.engine.answer(question, self._visuals(by_camera), mode=mode, max_new_tokens=max_new_tokens,
@@ -551,16 +585,29 @@ class OryxCore:
             outcome = self._outcome(result, CancelToken())
             outcome.scene = scene_graph_message(header, [], [], available=False, reason=scene.reason)
             return outcome
-        result = self.engine.answer(self.spatial.prompt(question, scene), self.spatial.visuals(scene),
-                                    mode="multiview" if mode == "auto" else mode, max_new_tokens=max_new_tokens,
-                                    max_frames=max_frames, on_token=on_token, cancel=cancelled)
+        mode = "multiview" if mode == "auto" else mode
+        labelled = self.spatial.labels_enabled and bool(scene.marked_ids)
+        visuals = self.spatial.visuals(scene, cached=labelled)  # cached: the question reuses the label pass's ViT
+        if labelled:
+            # One extra generation: the model names every marked object (not streamed to the client).
+            names = self.engine.answer(self.spatial.label_question(scene), visuals, mode=mode,
+                                       max_new_tokens=self.spatial.label_max_new_tokens(scene), max_frames=max_frames,
+                                       cancel=cancelled)
+            self.spatial.label_questions += 1
+            if names.stop_reason == "cancelled":
+                outcome = self._outcome(names, CancelToken())
+                outcome.answer = ""  # the partial names are not an answer to the question
+                return outcome
+            scene = self.spatial.with_labels(scene, names.text)
+        result = self.engine.answer(self.spatial.prompt(question, scene), visuals, mode=mode,
+                                    max_new_tokens=max_new_tokens, max_frames=max_frames, on_token=on_token,
+                                    cancel=cancelled)
         outcome = self._outcome(result, CancelToken())
         relations = list(scene.relations) + self.spatial.model_relations(result.text, scene)
-        mentioned = self.spatial.mentioned_ids(result.text, scene)
         # Positions are in the scene's common frame: the base frame, or the world frame with a pose topic.
-        outcome.scene = scene_graph_message(Header(stamp=header.stamp, frame_id=scene.frame_id), scene.objects,
-                                            relations)
-        outcome.scene.mentioned_ids = mentioned
+        outcome.scene = scene_graph_of(Header(stamp=header.stamp, frame_id=scene.frame_id), scene, relations)
+        outcome.scene.mentioned_ids = self.spatial.mentioned_ids(result.text, scene)
+        outcome.scene.question_ids = self.spatial.mentioned_ids(question, scene)
         self._publish_scene(outcome.scene, scene)
         return outcome
 
@@ -652,6 +699,75 @@ class OryxCore:
         self._description_pending, self._description_token = True, token
         future.add_done_callback(lambda f: self._publish_description(f, by_camera, started))
 
+    def _maybe_encode_ahead(self) -> None:
+        """Timer: while the worker is idle and new frames are stored, put one encode-ahead job in its
+        background slot (a question or description submitted meanwhile preempts it)."""
+        if self._stopping or not self.config.encode_on_arrival or self.engine.cache.max_bytes == 0:
+            self._encode_ahead_state = "off"
+            return
+        windows = self._encode_windows()
+        # Frames (by identity) and settings of every window: unchanged since the last finished job = nothing new.
+        signature = tuple((tuple((name, tuple(f.uid for f in frames)) for name, frames in w.by_camera.items()),
+                           w.mode, w.max_frames, w.max_new_tokens, w.question) for w in windows)
+        if not windows or signature == self._encoded_windows:
+            self._encode_ahead_state = "done"
+            return
+        self._encode_ahead_state = "pending"  # until the worker is idle (and the job done, not preempted)
+        if self._description_pending or not self.worker.idle:
+            return
+
+        def job(token: CancelToken) -> list[Any]:
+            # Cache budget shared by the windows, the default question's first: a question is what waits.
+            budget, reports = self.engine.cache.max_bytes, []
+            for window in windows:
+                try:
+                    report = self.engine.encode_into_cache(
+                        self._visuals(window.by_camera), window.mode, question=window.question,
+                        max_new_tokens=window.max_new_tokens, max_frames=window.max_frames, cancel=token,
+                        byte_budget=budget)
+                except PlanError as error:  # the same request from a client would be refused: nothing to prepare
+                    self.log.debug(f"encode-ahead: {error}")
+                    self._encode_ahead_failed += 1
+                    continue
+                reports.append(report)
+                budget -= report.bytes_planned
+                if report.cancelled:
+                    break
+            return reports
+
+        submitted = self.worker.submit_background(job)
+        if submitted is not None:
+            submitted[0].add_done_callback(lambda future: self._encoded_ahead(future, signature))
+
+    def _encode_windows(self) -> list[EncodeWindow]:
+        """The request shapes to prepare for: a question with the ask.* defaults, and the description."""
+        windows = []
+        with contextlib.suppress(RequestError):  # no frames yet
+            windows.append(EncodeWindow(self._select_frames([], self._parameter("ask.default_window_s")),
+                                        self._parameter("ask.default_mode"), 0, self._parameter("ask.max_new_tokens"),
+                                        TYPICAL_QUESTION))
+        if self.config.description_enabled:
+            requested = self._parameter("description.max_frames")
+            with contextlib.suppress(RequestError):
+                by_camera = self._select_frames([], self._parameter("description.window_s"), requested,
+                                                cap_field="description.max_frames")
+                prompt, _ = escape_prompt_text(self._parameter("description.prompt").strip())
+                windows.append(EncodeWindow(by_camera, self._parameter("description.mode"),
+                                            self._engine_frame_cap(by_camera, requested),
+                                            self._parameter("description.max_new_tokens"), prompt))
+        return windows
+
+    def _encoded_ahead(self, future: Future, signature: tuple[Any, ...]) -> None:
+        """Done callback of an encode-ahead job (on the worker thread): count what it did."""
+        if future.cancelled() or future.exception() is not None:
+            self._encoded_windows = signature  # a failure is logged once, and retried when frames change
+            return
+        reports = future.result()
+        self._encoded_ahead_frames += sum(report.encoded for report in reports)
+        if not any(report.cancelled for report in reports):
+            self._encode_ahead_skipped_budget = sum(report.over_budget for report in reports)
+            self._encoded_windows = signature
+
     def _preempt_description(self) -> None:
         token = self._description_token
         if self._description_pending and token is not None and not token():
@@ -678,8 +794,7 @@ class OryxCore:
             compression=result.compression, latency_s=time.monotonic() - started, model=self.model_name)
         self.description_pub.publish(message)
         if scene is not None:
-            graph = scene_graph_message(Header(stamp=message.header.stamp, frame_id=scene.frame_id), scene.objects,
-                                        scene.relations, scene.available, scene.reason)
+            graph = scene_graph_of(Header(stamp=message.header.stamp, frame_id=scene.frame_id), scene)
             self._publish_scene(graph, scene)
 
     def _publish_diagnostics(self) -> None:
@@ -722,6 +837,14 @@ class OryxCore:
             "last_latency_s": f"{worker.last_latency_s:.3f}",
             "descriptions_skipped_busy": self._descriptions_skipped_busy,
             "descriptions_preempted": self._descriptions_preempted,
+            "encode_ahead": "running" if worker.background_running else self._encode_ahead_state,
+            "encode_ahead_frames_encoded": self._encoded_ahead_frames,
+            "encode_ahead_jobs": worker.background_completed,
+            "encode_ahead_preempted": worker.background_preempted,
+            "encode_ahead_skipped_budget": self._encode_ahead_skipped_budget,
+            "encode_ahead_failed": self._encode_ahead_failed + worker.background_failed,
+            **(dict(zip(("last_ask_frames_encoded", "last_ask_frames_from_cache"), self._last_ask_frames,
+                        strict=True)) if self._last_ask_frames else {}),
             **{f"token_cache_{k}": v for k, v in vars(self.engine.cache_stats()).items()},
             **(dict(zip(("last_description_new_tokens", "last_description_text_tokens",
                          "last_description_visual_tokens"), self._last_description_tokens, strict=True))
@@ -776,9 +899,16 @@ class OryxCore:
             values["sensor.future_tolerance_s"] = f"{self.ingest.future_tolerance_ns / NS_PER_S:g}"
         timer = self._description_timer
         values["description.period_s"] = f"{timer.timer_period_ns / NS_PER_S:g}" if timer is not None else "off"
+        values["model.encode_on_arrival"] = "on" if self.config.encode_on_arrival else "off"
         if self.spatial is not None:
-            values["spatial.base_frame"] = self.spatial.params.base_frame
-            values["spatial.max_objects"] = self.spatial.params.marks.max_marks
+            params = self.spatial.params
+            values["spatial.base_frame"] = params.base_frame
+            values["spatial.max_objects"] = params.marks.max_marks
+            values["spatial.viewpoint"] = params.viewpoint_camera or params.base_frame
+            values["spatial.relations_per_object"] = params.relations.per_object
+            values["spatial.relations_inverse"] = "on" if params.relations.inverse else "off"
+            values["spatial.model_labels"] = "on" if self.spatial.labels_enabled else "off"
+            values["spatial.label_questions"] = self.spatial.label_questions
         return values
 
 

@@ -7,7 +7,8 @@ since ROS parameters cannot hold a list of structures.
 Every parameter either takes effect at run time or is declared read-only (``ros2 param set`` then
 refuses it, with the reason "read-only"): read-only are those that would need new subscriptions, a new
 model, a new buffer or a new worker (the camera groups, ``buffer.*``, ``model.*``, ``planner.*``,
-``ask.queue_size``, ``sync.queue_size``, ``qos.*``, ``spatial.pose_*``). The others are applied by
+``ask.queue_size``, ``sync.queue_size``, ``qos.*``, ``spatial.pose_*``; ``model.encode_on_arrival`` is
+the one run-time ``model.*`` parameter). The others are applied by
 the node when set (``OryxCore._apply_parameter_change``) or read each time they are used. Values the
 descriptors' ranges cannot express are checked by :func:`check_parameter` (at start-up and on every set).
 """
@@ -24,6 +25,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
+from oryx_ros.model.resampling import RESIZE_BACKENDS
 from oryx_ros.perception import image_codec
 from oryx_ros.ros.camera_ingest import CameraConfig
 from oryx_ros.ros.requests import MAX_FRAMES, MAX_NEW_TOKENS, MAX_QUESTION_CHARS, MODES
@@ -35,6 +37,7 @@ DEVICES_HINT = "cpu, cuda, cuda:N, or auto (spread over all GPUs, for 34B/32B)"
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?|auto")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
+MODEL_LABELS = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class NodeConfig:
     attn_implementation: str
     token_cache_megabytes: float
     allow_pickle: bool
+    resize_backend: str
     min_frames_at_4x: int
     max_frames_4x: int
     max_frames_16x: int
@@ -82,6 +86,11 @@ class NodeConfig:
     max_question_chars: int = MAX_QUESTION_CHARS
     max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS
     future_tolerance_s: float = 2.0
+    encode_on_arrival: bool = True
+    viewpoint: str = ""
+    relations_per_object: int = 0
+    relations_inverse: bool = True
+    model_labels: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,8 +139,15 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "model.attn_implementation": ("sdpa", _text(f"attention: {', '.join(ATTENTION)}", **_fixed(FIXED_MODEL))),
     "model.token_cache_megabytes": (256.0, _float("per-frame visual-token cache budget, MB", 0.0, 1.0e6,
                                                    **_fixed(FIXED_MODEL))),
+    "model.encode_on_arrival": (True, _text(
+        "while the model is idle, encode newly stored frames into the token cache at the compressions the ask.* "
+        "and description.* windows would use (lowest priority: a question or description preempts it)")),
     "model.allow_pickle": (False, _text("allow loading a pickled .pth ViT file (weights_only); off = safetensors only",
                                         **_fixed(FIXED_MODEL))),
+    "model.resize_backend": ("fast", _text(
+        f"preprocessing resize: {', '.join(RESIZE_BACKENDS)} (exact = Pillow bicubic, bit-equal to the official code; "
+        "fast = torch's antialiased bicubic, within 1-3 levels, same greedy ids in the parity tests, 6-8x faster)",
+        **_fixed(FIXED_MODEL))),
     "planner.min_frames_at_4x": (16, _int(
         "auto mode switches a camera's clip to 16x when 4x would keep fewer frames than this", 1, 4096,
         **_fixed(FIXED_MODEL))),
@@ -168,6 +184,15 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "spatial.pose_type": ("odometry", _text("odometry or pose_stamped", **_fixed(FIXED_SUBSCRIPTIONS))),
     "spatial.max_objects": (8, _int("marked objects per spatial request (K)", 1, 64)),
     "spatial.publish_marked_views": (True, _text("publish the marked views the model saw on ~/marked_views")),
+    "spatial.viewpoint": ("", _text("whose left/right/front/behind the relations use: empty = the base frame, "
+                                    "else a camera name (its view, levelled); a request's viewpoint overrides it")),
+    "spatial.relations_per_object": (3, _int("relations kept per object: those with its this many nearest "
+                                             "neighbours by surface gap (0 = all pairs)", 0, 64)),
+    "spatial.relations_inverse": (False, _text("publish both of two inverse relations (3 left_of 5, 5 right_of 3); "
+                                              "false = only the one whose subject is the smaller object")),
+    "spatial.model_labels": ("auto", _text(f"name the marked objects with one extra generation over the marked "
+                                           f"views: {', '.join(MODEL_LABELS)} (auto = on with a checkpoint in "
+                                           "model.path, off for the bundled tiny random model)")),
     "sensor.max_decode_pixels": (DEFAULT_MAX_DECODE_PIXELS, _int(
         "largest image area decoded (width x height, from the header); larger images are rejected",
         1, 1 << 31)),
@@ -186,7 +211,8 @@ CONFIG_FIELDS: dict[str, str] = {
     "buffer.max_megabytes": "buffer_max_megabytes",
     "model.path": "model_path", "model.device": "model_device", "model.dtype": "model_dtype",
     "model.attn_implementation": "attn_implementation", "model.token_cache_megabytes": "token_cache_megabytes",
-    "model.allow_pickle": "allow_pickle",
+    "model.allow_pickle": "allow_pickle", "model.resize_backend": "resize_backend",
+    "model.encode_on_arrival": "encode_on_arrival",
     "planner.min_frames_at_4x": "min_frames_at_4x", "planner.max_frames_4x": "max_frames_4x",
     "planner.max_frames_16x": "max_frames_16x", "planner.max_context_tokens": "max_context_tokens",
     "ask.default_mode": "default_mode", "ask.default_window_s": "default_window_s",
@@ -198,6 +224,8 @@ CONFIG_FIELDS: dict[str, str] = {
     "description.max_new_tokens": "description_max_new_tokens", "description.spatial": "description_spatial",
     "spatial.base_frame": "base_frame", "spatial.pose_topic": "pose_topic", "spatial.pose_type": "pose_type",
     "spatial.max_objects": "max_objects", "spatial.publish_marked_views": "publish_marked_views",
+    "spatial.viewpoint": "viewpoint", "spatial.relations_per_object": "relations_per_object",
+    "spatial.relations_inverse": "relations_inverse", "spatial.model_labels": "model_labels",
     "sensor.max_decode_pixels": "max_decode_pixels", "sensor.future_tolerance_s": "future_tolerance_s",
     "qos.sensor_reliable": "sensor_qos_reliable", "qos.sensor_depth": "sensor_qos_depth",
 }
@@ -287,6 +315,8 @@ def check_parameter(name: str, value: Any, value_of: Callable[[str], Any], camer
         return f"description.max_frames must be 0 or at least the number of cameras ({camera_count}), got {value}"
     if name == "spatial.base_frame" and not value.strip():
         return "spatial.base_frame must not be empty"
+    if name == "model.resize_backend" and value not in RESIZE_BACKENDS:
+        return f"model.resize_backend must be one of {RESIZE_BACKENDS}, got {value!r}"
     if name == "model.dtype" and value not in DTYPES:
         return f"model.dtype must be one of {DTYPES}, got {value!r}"
     if name == "model.device" and not DEVICE_PATTERN.fullmatch(value):
@@ -295,6 +325,10 @@ def check_parameter(name: str, value: Any, value_of: Callable[[str], Any], camer
         return f"model.attn_implementation must be one of {ATTENTION}, got {value!r}"
     if name == "spatial.pose_type" and value not in ("odometry", "pose_stamped"):
         return f"spatial.pose_type must be odometry or pose_stamped, got {value!r}"
+    if name == "spatial.viewpoint" and value and value not in (cameras := list(value_of("cameras.names"))):
+        return f"spatial.viewpoint must be empty (the base frame) or one of the cameras {cameras}, got {value!r}"
+    if name == "spatial.model_labels" and value not in MODEL_LABELS:
+        return f"spatial.model_labels must be one of {MODEL_LABELS}, got {value!r}"
     return None
 
 
@@ -305,8 +339,9 @@ def validate(config: NodeConfig) -> None:
     checks and more), so that a lifecycle node with a bad one stays up and fails its configure.
     """
     values = {name: getattr(config, field_name) for name, field_name in CONFIG_FIELDS.items()}
+    lookup = {**values, "cameras.names": [camera.name for camera in config.cameras]}
     for name, value in values.items():
-        problem = None if name.startswith("model.") else check_parameter(name, value, values.__getitem__,
+        problem = None if name.startswith("model.") else check_parameter(name, value, lookup.__getitem__,
                                                                            len(config.cameras))
         if problem:
             raise StartupError(problem, name)

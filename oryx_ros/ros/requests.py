@@ -15,6 +15,8 @@ error that starts with the field's name, and nothing malformed reaches the model
 * ``max_frames``: 0 = automatic, else at most ``MAX_FRAMES`` and, once the frames are known, at least
   one per camera that has frames (see :func:`spread_frame_cap`).
 * ``mode``: empty = ``ask.default_mode``, else one of the modes.
+* ``viewpoint``: empty = ``spatial.viewpoint``, else one of this node's cameras or the base frame
+  (``spatial.base_frame``); whose left/right/front/behind the scene graph's relations use.
 
 The module needs no ROS: requests are read by attribute (``srv/Ask`` request or ``action/Ask`` goal).
 """
@@ -76,6 +78,8 @@ class RequestLimits:
     max_new_tokens: int = MAX_NEW_TOKENS
     max_frames: int = MAX_FRAMES
     max_question_chars: int = MAX_QUESTION_CHARS
+    base_frame: str = "base_link"  # spatial.base_frame: the viewpoint that is not a camera
+    default_viewpoint: str = ""  # spatial.viewpoint: "" = the base frame, else a camera name
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class ValidRequest:
     max_frames: int  # 0 = automatic
     spatial: bool
     escaped: int = 0  # prompt-control sequences escaped in the question
+    viewpoint: str = ""  # camera whose levelled view the relations use; "" = the base frame
 
 
 def escape_prompt_text(text: str) -> tuple[str, int]:
@@ -126,8 +131,10 @@ def validate_request(request: Any, limits: RequestLimits) -> ValidRequest:
     spatial = getattr(request, "spatial", False)
     if not isinstance(spatial, bool):
         raise _error("spatial", f"spatial must be true or false, got {spatial!r}")
+    viewpoint = _viewpoint(getattr(request, "viewpoint", ""), limits)
     return ValidRequest(question=question, cameras=cameras, window_s=window_s, mode=mode,
-                        max_new_tokens=max_new_tokens, max_frames=max_frames, spatial=spatial, escaped=escaped)
+                        max_new_tokens=max_new_tokens, max_frames=max_frames, spatial=spatial, escaped=escaped,
+                        viewpoint=viewpoint)
 
 
 def spread_frame_cap(by_camera: Mapping[str, Sequence[T]], max_frames: int,
@@ -169,6 +176,19 @@ def _cameras(requested: Any, known: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise _error("cameras", f"cameras: unknown camera(s) {unknown}; this node has {list(known)}")
     return tuple(dict.fromkeys(names)) or tuple(known)
+
+
+def _viewpoint(value: Any, limits: RequestLimits) -> str:
+    """The camera whose view the relations use ("" = the base frame)."""
+    given = _text(value, "viewpoint").strip()
+    if not given:
+        return limits.default_viewpoint
+    if given == limits.base_frame:
+        return ""
+    if given not in limits.cameras:
+        raise _error("viewpoint", f"viewpoint: unknown camera {given!r}; give one of {list(limits.cameras)} or the "
+                                  f"base frame {limits.base_frame!r} (empty = spatial.viewpoint)")
+    return given
 
 
 def _window(value: Any, limits: RequestLimits) -> float:

@@ -2,12 +2,19 @@
 
 Owns the instance tracker, so ids stay stable across successive requests while objects stay put, and the
 recent robot poses (nav_msgs/Odometry or geometry_msgs/PoseStamped) when a pose topic is configured.
+
+Every camera's newest frame goes to the scene: RGB-D views are fused, a view without depth gets marks by
+projection when its mount (``cameras.<name>.mount``, set to something other than the default) and its
+CameraInfo are known, and is listed as left out with the reason otherwise. With ``spatial.model_labels``
+the marked objects are named by the model (:meth:`SpatialAdapter.label_question`, then
+:meth:`SpatialAdapter.with_labels`), the colour word staying as the fallback.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,27 +30,58 @@ from oryx_ros.model.engine import VisualInput
 from oryx_ros.perception.frames import Frame
 from oryx_ros.perception.image_codec import numpy_to_image
 from oryx_ros.ros.conversions import stamp_to_ns
-from oryx_ros.ros.parameters import NodeConfig
-from oryx_ros.spatial.correspondences import InstanceTracker, MarkParams
+from oryx_ros.ros.parameters import CAMERA_PARAMETERS, NodeConfig
+from oryx_ros.spatial.correspondences import InstanceTracker
 from oryx_ros.spatial.geometry import pose_from_xyz_quat
-from oryx_ros.spatial.prompting import parse_mentioned_ids, parse_model_relations
+from oryx_ros.spatial.prompting import label_question, parse_model_relations, parse_object_labels
 from oryx_ros.spatial.relations import SpatialRelation
-from oryx_ros.spatial.scene_graph import SceneParams, SceneResult, build_scene
+from oryx_ros.spatial.scene_graph import (
+    SceneInputError,
+    SceneParams,
+    SceneResult,
+    build_scene,
+    mentioned_ids,
+    with_model_labels,
+)
 
 Pose = npt.NDArray[np.float64]
 POSE_HISTORY = 2000  # poses kept for matching frame stamps (~40 s of 50 Hz odometry)
+# cameras.<name>.mount left at its default (identity: the optical z axis pointing up from the base origin)
+# means "not given": an RGB-only view is then left out rather than marked by a wrong projection.
+DEFAULT_MOUNT = tuple(float(v) for v in CAMERA_PARAMETERS["mount"][0])
+LABEL_TOKENS_PER_MARK = 8  # "12: office chair\n" is about 6 tokens
 
 
 class SpatialAdapter:
     def __init__(self, config: NodeConfig, log: Any) -> None:
         # mount: x y z qx qy qz qw of the camera optical frame in the base frame (ROS quaternion order)
         self.T_base_from_cam = {name: pose_from_xyz_quat(m[:3], m[3:]) for name, m in config.mounts.items()}
-        self.params = SceneParams(marks=MarkParams(max_marks=config.max_objects), base_frame=config.base_frame)
+        self.mount_given = {name: tuple(m) != DEFAULT_MOUNT for name, m in config.mounts.items()}
+        self.params = SceneParams()
+        self.model_labels = "auto"
+        self.tiny_model = not config.model_path  # the bundled tiny random model: its answers are noise
+        self.label_questions = 0  # label generations run (diagnostics)
+        self.apply_settings(config)
         self.tracker = InstanceTracker()
         self.log = log
         self._pose_stamps: list[int] = []
         self._poses: list[Pose] = []
         self._lock = threading.Lock()
+
+    def apply_settings(self, config: NodeConfig) -> None:
+        """The run-time ``spatial.*`` parameters (at start and whenever one is set)."""
+        params = self.params
+        relations = dataclasses.replace(params.relations, per_object=config.relations_per_object,
+                                        inverse=config.relations_inverse)
+        self.params = dataclasses.replace(
+            params, base_frame=config.base_frame, viewpoint_camera=config.viewpoint, relations=relations,
+            marks=dataclasses.replace(params.marks, max_marks=config.max_objects))
+        self.model_labels = config.model_labels
+
+    @property
+    def labels_enabled(self) -> bool:
+        """Whether spatial requests ask the model to name the marked objects (``spatial.model_labels``)."""
+        return self.model_labels == "on" or (self.model_labels == "auto" and not self.tiny_model)
 
     # ------------------------------------------------------------------------------------------ poses
     def subscribe_pose(self, node: Node, config: NodeConfig, group: CallbackGroup) -> Any:
@@ -84,37 +122,66 @@ class SpatialAdapter:
             return poses
 
     # ------------------------------------------------------------------------------------------ scene
-    def build(self, by_camera: Mapping[str, Sequence[Frame]]) -> SceneResult:
-        """The scene from the newest frame of each RGB-D camera (one view per camera).
+    def build(self, by_camera: Mapping[str, Sequence[Frame]], viewpoint: str | None = None) -> SceneResult:
+        """The scene from the newest frame of each camera (one view per camera).
 
-        RGB-only cameras are left out of the 3D scene (logged); with no RGB-D camera at all the result is
-        unavailable, with the reason, and nothing is guessed.
+        ``viewpoint``: a camera name whose levelled view the relations use, "" = the base frame, None =
+        ``spatial.viewpoint``. RGB-only cameras get projected marks when their mount was given, else they
+        are left out (``SceneResult.views_left_out``); with no RGB-D camera at all the result is
+        unavailable, with the reason, and nothing is guessed. Inputs that cannot make a scene (a viewpoint
+        camera with no frame and no mount) also give an unavailable result with the reason.
         """
         latest = [frames[-1] for frames in by_camera.values() if frames]
-        rgbd = [f for f in latest if f.depth_m is not None and f.intrinsics is not None]
-        if rgbd and len(rgbd) < len(latest):
-            skipped = sorted(f.camera for f in latest if f not in rgbd)
-            self.log.info(f"3D scene from {[f.camera for f in rgbd]}; without depth or CameraInfo, not used: {skipped}",
-                          throttle_duration_sec=60.0)
-        views = rgbd or latest
-        return build_scene(views, self.T_base_from_cam, self._poses_for(views), self.params, self.tracker)
+        mounts = {name: T for name, T in self.T_base_from_cam.items()
+                  if self.mount_given.get(name, True) or any(f.camera == name and f.depth_m is not None
+                                                             for f in latest)}
+        params = self.params if viewpoint is None else dataclasses.replace(self.params, viewpoint_camera=viewpoint)
+        try:
+            scene = build_scene(latest, mounts, self._poses_for(latest), params, self.tracker)
+        except SceneInputError as error:
+            self.log.warning(f"no 3D scene: {error}", throttle_duration_sec=60.0)
+            return SceneResult(False, str(error), params.base_frame, params.base_frame)
+        if scene.views_left_out:
+            self.log.info(f"views left out of the 3D scene: {scene.views_left_out}", throttle_duration_sec=60.0)
+        return scene
+
+    # ----------------------------------------------------------------------------------------- labels
+    @staticmethod
+    def label_question(scene: SceneResult) -> str:
+        return label_question(scene.marked_ids)
+
+    @staticmethod
+    def label_max_new_tokens(scene: SceneResult) -> int:
+        return LABEL_TOKENS_PER_MARK * len(scene.marked_ids) + 8
+
+    def with_labels(self, scene: SceneResult, answer: str) -> SceneResult:
+        """The scene with the names parsed from the model's answer to :meth:`label_question`."""
+        names = parse_object_labels(answer, scene.marked_ids)
+        self.log.debug(f"object names from the model: {names} (answer {answer[:200]!r})")
+        return with_model_labels(scene, names) if names else scene
 
     @staticmethod
     def prompt(question: str, scene: SceneResult) -> str:
         return f"{scene.prompt}\n{question}" if scene.prompt else question
 
     @staticmethod
-    def visuals(scene: SceneResult) -> list[VisualInput]:
-        # Marked views are new pixels every request, so they are not cached (keys=None).
-        return [VisualInput(frames=[view], label=f"Camera {name}") for name, view in scene.marked_views.items()]
+    def visuals(scene: SceneResult, cached: bool = False) -> list[VisualInput]:
+        """The marked views as the model's input. Marked views are new pixels nearly every request, so they
+        are not cached (keys=None), unless ``cached``: when the same views serve two generations (the
+        label question, then the question), keyed by their pixels, the second reuses the first's ViT tokens."""
+        return [VisualInput(frames=[view], label=f"Camera {name}",
+                            keys=[("marked", name, hashlib.blake2b(view.tobytes(), digest_size=16).hexdigest())]
+                            if cached else None)
+                for name, view in scene.marked_views.items()]
 
     @staticmethod
     def model_relations(answer: str, scene: SceneResult) -> list[SpatialRelation]:
         return parse_model_relations(answer, scene.marked_ids).relations
 
     @staticmethod
-    def mentioned_ids(answer: str, scene: SceneResult) -> list[int]:
-        return list(parse_mentioned_ids(answer, scene.marked_ids).ids)
+    def mentioned_ids(text: str, scene: SceneResult) -> list[int]:
+        """Marked ids that ``text`` (an answer or a question) refers to, by number or by label."""
+        return mentioned_ids(text, scene)
 
     @staticmethod
     def marked_view_messages(scene: SceneResult, header: Header) -> list[Image]:

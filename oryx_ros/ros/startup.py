@@ -35,7 +35,8 @@ def report(logger: Any, error: BaseException) -> None:
     logger.debug("".join(traceback.format_exception(error)).rstrip())
 
 
-def check_model_settings(path: str, device: str, dtype: str, attn_implementation: str) -> None:
+def check_model_settings(path: str, device: str, dtype: str, attn_implementation: str,
+                         resize_backend: str = "fast") -> None:
     """Refuse model settings that cannot work, before loading anything (raises :class:`StartupError`).
 
     ``path`` empty means the bundled tiny checkpoint, which is not checked.
@@ -43,7 +44,8 @@ def check_model_settings(path: str, device: str, dtype: str, attn_implementation
     from oryx_ros.ros.parameters import check_parameter  # parameters imports this module
 
     for name, value in (("model.dtype", dtype), ("model.device", device),
-                        ("model.attn_implementation", attn_implementation)):
+                        ("model.attn_implementation", attn_implementation),
+                        ("model.resize_backend", resize_backend)):
         problem = check_parameter(name, value, lambda _name: None, 0)
         if problem:
             raise StartupError(problem, name)

@@ -2,8 +2,10 @@
 
 :func:`build_scene` fuses the views in a common frame, segments object instances, gives them stable
 ids, draws the numbered marks on every view, and computes geometric relations in the robot's base
-frame. It never invents 3D: if any frame lacks depth or intrinsics the result says so
-(``available=False`` with a ``reason``) and carries no objects, marks or relations.
+frame. It never invents 3D: without one RGB-D view with intrinsics the result says so (``available=False``
+with a ``reason``) and carries no objects, marks or relations. A view without depth gets marks by
+projecting the fused cloud into it when its mount and intrinsics are known; otherwise it is listed in
+``views_left_out`` with the reason.
 
 Frames: cameras are placed by static mounts ``T_base_from_cam`` (camera optical frame: x right, y down,
 z forward → base frame, REP 103: x forward, y left, z up). With ``T_world_from_base`` (odometry), the
@@ -43,7 +45,7 @@ from oryx_ros.spatial.geometry import (
     project_points,
     transform_points,
 )
-from oryx_ros.spatial.prompting import multiview_prompt
+from oryx_ros.spatial.prompting import multiview_prompt, parse_label_mentions, parse_mentioned_ids
 from oryx_ros.spatial.relations import (
     Box,
     RelationParams,
@@ -60,7 +62,8 @@ from oryx_ros.spatial.segmentation import (
     segment_instances,
 )
 
-__all__ = ["SceneInputError", "SceneParams", "SceneResult", "build_scene", "colour_name", "with_model_labels"]
+__all__ = ["SceneInputError", "SceneParams", "SceneResult", "build_scene", "colour_name", "mentioned_ids",
+           "with_model_labels"]
 
 _log = logging.getLogger(__name__)
 
@@ -124,11 +127,28 @@ class SceneResult:
 
 
 def with_model_labels(scene: SceneResult, names: Mapping[int, str]) -> SceneResult:
-    """The scene with the objects in ``names`` (id → name given by the model) labelled by it; the others
-    keep their colour label. The colour stays in ``SceneObject.colour``."""
+    """The scene with the objects in ``names`` (id → name given by the model, see
+    ``prompting.parse_object_labels``) labelled by it; the others keep their colour label. The colour stays
+    in ``SceneObject.colour``, and the prompt lists the names beside the marked ids."""
     objects = [dataclasses.replace(obj, label=names[obj.id], label_source="model") if obj.id in names else obj
                for obj in scene.objects]
-    return dataclasses.replace(scene, objects=objects)
+    model_labels = {obj.id: obj.label for obj in objects if obj.label_source == "model"}
+    prompt = multiview_prompt(list(scene.marked_views), scene.marked_ids, labels=model_labels) if scene.marked_views \
+        else scene.prompt
+    return dataclasses.replace(scene, objects=objects, prompt=prompt)
+
+
+def mentioned_ids(text: str, scene: SceneResult) -> list[int]:
+    """Marked ids that ``text`` (an answer or a question) refers to, in order: by number ("object 3",
+    ``prompting.parse_mentioned_ids``), then by label ("the mug", "the red object",
+    ``prompting.parse_label_mentions``) where the words pick exactly one marked object."""
+    marked = scene.marked_ids
+    ids = list(parse_mentioned_ids(text, marked).ids)
+    marked_set = set(marked)
+    labels = {obj.id: obj.label for obj in scene.objects if obj.id in marked_set}
+    colours = {obj.id: obj.colour for obj in scene.objects if obj.id in marked_set}
+    ids += [i for i in parse_label_mentions(text, labels, colours) if i not in ids]
+    return ids
 
 
 def _view_keys(frames: Sequence[Frame]) -> list[str]:
@@ -158,17 +178,25 @@ def _viewpoint(
     views: Sequence[PosedView],
     T_world_from_base: Pose | Mapping[int, Pose] | None,
     params: SceneParams,
+    T_base_from_cam: Mapping[str, npt.ArrayLike],
 ) -> tuple[Pose, str]:
     """(T_view_from_common, viewpoint name) for the relations (see SceneParams.viewpoint_camera)."""
-    if params.viewpoint_camera:
-        own = [(v.frame.stamp_ns, i) for i, v in enumerate(views) if v.frame.camera == params.viewpoint_camera]
-        if not own:
-            raise SceneInputError(f"viewpoint camera {params.viewpoint_camera!r} gave no frame")
-        view = views[max(own)[1]]  # its newest frame
-        name = f"{view.frame.frame_id or params.viewpoint_camera}_level"
-        return invert_pose(level_pose_of_camera(view.T_common_from_cam)), name
     newest = max(frames, key=lambda f: f.stamp_ns)
     T_world_from_newest_base = _world_from_base_for(newest, T_world_from_base)
+    if params.viewpoint_camera:
+        own = [(v.frame.stamp_ns, i) for i, v in enumerate(views) if v.frame.camera == params.viewpoint_camera]
+        if own:
+            view = views[max(own)[1]]  # its newest frame
+            name = f"{view.frame.frame_id or params.viewpoint_camera}_level"
+            return invert_pose(level_pose_of_camera(view.T_common_from_cam)), name
+        if params.viewpoint_camera not in T_base_from_cam:
+            raise SceneInputError(f"viewpoint camera {params.viewpoint_camera!r} gave no frame and has no mount")
+        # Not among the frames: its mount on the base at the newest frame's stamp.
+        T_common_from_cam = check_pose(T_base_from_cam[params.viewpoint_camera],
+                                       f"T_base_from_cam[{params.viewpoint_camera!r}]")
+        if T_world_from_newest_base is not None:
+            T_common_from_cam = T_world_from_newest_base @ T_common_from_cam
+        return invert_pose(level_pose_of_camera(T_common_from_cam)), f"{params.viewpoint_camera}_level"
     if T_world_from_newest_base is None:
         return np.eye(4), params.base_frame
     return invert_pose(T_world_from_newest_base), params.base_frame
@@ -251,7 +279,8 @@ def build_scene(
     counts["marked_objects"] = len(marked)
     counts["visible_objects_not_marked"] = sum(1 for v in visible if v) - len(marked)  # beyond max_marks
 
-    T_view_from_common, viewpoint = _viewpoint(frames, views + projected, T_world_from_base, params)
+    T_view_from_common, viewpoint = _viewpoint(frames, views + projected, T_world_from_base, params,
+                                               T_base_from_cam)
     boxes = [_box_in_viewpoint(instance, T_view_from_common) for instance in instances]
 
     label_images = dict(segmentation.label_images)

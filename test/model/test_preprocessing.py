@@ -189,6 +189,8 @@ def test_video_preprocessing():
         preprocess_video([frames[0], _smooth_image(1280, 720)])
     with pytest.raises(ValueError, match="at least one frame"):
         preprocess_video([])
+    fast = preprocess_video(frames, "video", resize_backend="fast")
+    assert fast.shape == video.shape and torch.equal(fast[2], preprocess_video_frame(frames[2], resize_backend="fast"))
 
 
 def test_frame_sampling_matches_linspace():

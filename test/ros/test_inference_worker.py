@@ -95,3 +95,72 @@ def test_stop_cancels_the_running_and_the_queued_jobs() -> None:
         time.sleep(0.01)
     assert worker.stop()  # the thread ended
     assert running.result(timeout=0) == "stopped" and queued.cancelled() and started == []
+
+
+# ------------------------------------------------------------------------------------------ background
+def test_a_background_job_runs_only_when_the_queue_is_empty_and_one_at_a_time() -> None:
+    worker = InferenceWorker(max_queue=2)
+    order: list[str] = []
+    release = threading.Event()
+    first, _ = worker.submit(lambda _t: release.wait(5) and order.append("question"))
+    while not worker.stats().running:
+        time.sleep(0.001)
+    submitted = worker.submit_background(lambda _t: order.append("background") or "encoded")
+    assert submitted is not None
+    assert worker.submit_background(lambda _t: order.append("second background")) is None  # one at a time
+    second, _ = worker.submit(lambda _t: order.append("queued question"))
+    release.set()
+    assert submitted[0].result(timeout=5) == "encoded" and first.done() and second.done()
+    assert order == ["question", "queued question", "background"]  # submitted jobs first, then the slot
+    stats = worker.stats()
+    assert (stats.completed, stats.background_completed, stats.background_preempted) == (2, 1, 0)
+    assert worker.submit_background(lambda _t: "next") is not None  # the slot is free again
+    worker.stop()
+
+
+def test_a_submit_preempts_the_running_background_job_at_once() -> None:
+    worker = InferenceWorker(max_queue=2)
+    order: list[str] = []
+    started = threading.Event()
+
+    def background(token: CancelToken) -> str:
+        started.set()
+        spin_until_cancelled(token)
+        order.append("background stopped")
+        return "preempted"
+
+    submitted = worker.submit_background(background)
+    assert submitted is not None
+    future, token = submitted
+    assert started.wait(5) and worker.idle  # a running background job leaves the worker idle for others
+    assert worker.stats().background_running
+    question, _ = worker.submit(lambda _t: order.append("question") or "answered")
+    assert token()  # cancelled inside submit(), before it returned: the question never waits for more work
+    assert question.result(timeout=5) == "answered" and future.result(timeout=5) == "preempted"
+    assert order == ["background stopped", "question"]
+    stats = worker.stats()
+    assert (stats.background_preempted, stats.background_completed, stats.completed) == (1, 1, 1)
+    assert not stats.background_running
+    worker.stop()
+
+
+def test_cancel_all_and_stop_reach_the_background_job_and_a_failing_one_leaves_the_worker_serving() -> None:
+    worker = InferenceWorker(max_queue=1)
+    started = threading.Event()
+    submitted = worker.submit_background(lambda t: started.set() or spin_until_cancelled(t))
+    assert submitted is not None and started.wait(5)
+    worker.cancel_all()
+    assert submitted[0].result(timeout=5) == "stopped"
+    assert worker.stats().background_preempted == 0  # cancelled by cancel_all, not by a submitted job
+    failing = worker.submit_background(lambda _t: 1 / 0)
+    assert failing is not None
+    with pytest.raises(ZeroDivisionError):
+        failing[0].result(timeout=5)
+    assert worker.stats().background_failed == 1 and worker.submit(lambda _t: "ok")[0].result(timeout=5) == "ok"
+    running, _ = worker.submit(spin_until_cancelled)
+    while not worker.stats().running:
+        time.sleep(0.001)
+    waiting = worker.submit_background(lambda _t: "never")
+    assert waiting is not None
+    assert worker.stop()  # cancels the running job and drops the waiting background one
+    assert running.result(timeout=0) == "stopped" and waiting[0].cancelled()

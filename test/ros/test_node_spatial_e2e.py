@@ -18,7 +18,7 @@ from sensor_msgs.msg import Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
-from oryx_ros.msg import SceneGraph
+from oryx_ros.msg import SceneGraph, SceneObject
 from oryx_ros.params_file import camera_topics_of, read_parameters, write_params_file
 from oryx_ros.ros.client import call_service, collect_messages
 from oryx_ros.spatial.synthetic_scene import make_scene, write_scene
@@ -38,11 +38,12 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def node_and_client(scene_dir: Path) -> Iterator[tuple[subprocess.Popen, Node]]:
     ensure_tiny_checkpoint()
     cameras = read_parameters(scene_dir / "cameras.yaml")["cameras"]
-    # cam2 is declared twice: once with depth (the scene's cameras) and once more as an RGB-only view.
+    # cam2 is declared three times: with depth (the scene's cameras), as an RGB-only view without a mount
+    # (left out of the 3D scene) and as an RGB-only view with cam2's mount (marked by projection).
+    rgb = {"image_topic": cameras["cam2"]["image_topic"], "camera_info_topic": cameras["cam2"]["camera_info_topic"]}
     params = write_params_file(scene_dir / "node.yaml", {
-        "cameras": {**cameras, "names": [*cameras["names"], "rgb_only"],
-                    "rgb_only": {"image_topic": cameras["cam2"]["image_topic"],
-                                 "camera_info_topic": cameras["cam2"]["camera_info_topic"]}},
+        "cameras": {**cameras, "names": [*cameras["names"], "rgb_only", "rgb_mounted"], "rgb_only": rgb,
+                    "rgb_mounted": {**rgb, "mount": list(cameras["cam2"]["mount"])}},  # a copy: no YAML alias
         "buffer": {"max_rate_hz": 0.0}, "qos": {"sensor_reliable": True, "sensor_depth": 100},
         "ask": {"max_new_tokens": 6},
         "description": {"enabled": True, "spatial": True, "period_s": 1.0, "max_new_tokens": 2,
@@ -66,10 +67,15 @@ def test_descriptions_also_publish_the_scene_graph(node_and_client: tuple[subpro
     graphs = collect_messages(client, SceneGraph, "/oryx/scene_graph",
                               QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL), timeout_s=60)
     # No spatial request was made yet: this graph comes from a periodic description over all cameras;
-    # the RGB-only one is left out of the 3D scene and the three RGB-D views make it.
+    # the RGB-only one without a mount is left out of the 3D scene, saying why, the mounted one is marked
+    # by projection, and the three RGB-D views make it.
     assert graphs, "no scene graph published with the descriptions"
-    assert graphs[-1].available and graphs[-1].objects and graphs[-1].header.frame_id == "base_link"
-    assert all("rgb_only" not in obj.cameras for obj in graphs[-1].objects)
+    graph = graphs[-1]
+    assert graph.available and graph.objects and graph.header.frame_id == "base_link"
+    assert all("rgb_only" not in obj.cameras for obj in graph.objects)
+    assert list(graph.views_left_out) == ["rgb_only"] and "mount" in graph.views_left_out_reasons[0]
+    assert list(graph.projected_views) == ["rgb_mounted"]
+    assert any("rgb_mounted" in obj.cameras for obj in graph.objects)
 
 
 def test_spatial_request_returns_scene_graph_markers_and_marked_views(
@@ -98,18 +104,27 @@ def test_spatial_request_returns_scene_graph_markers_and_marked_views(
         assert set(obj.cameras) <= {"cam0", "cam1", "cam2"} and obj.cameras
     geometry = [r for r in scene.relations if r.source == "geometry"]
     assert geometry and all(r.predicate in {"left_of", "right_of", "in_front_of", "behind", "above", "below",
-                                            "on", "near"} for r in geometry)
+                                            "on", "in", "under", "near"} for r in geometry)
+    # The tiny random model names nothing (spatial.model_labels auto = off for it): colour words, said so.
+    for obj in scene.objects:
+        assert obj.colour and obj.label == f"{obj.colour} object"
+        assert obj.label_source == SceneObject.LABEL_SOURCE_COLOUR
+    assert not scene.views_left_out and not scene.projected_views
     ids = {obj.id for obj in scene.objects}
     assert all(r.subject_id in ids and r.object_id in ids for r in scene.relations)
 
     _spin_until(client, lambda: graphs and markers and len(views) >= 3)
     assert graphs and [o.id for o in graphs[-1].objects] == [o.id for o in scene.objects]
     boxes = [m for m in markers[-1].markers if m.type == Marker.CUBE]
-    labels = [m for m in markers[-1].markers if m.type == Marker.TEXT_VIEW_FACING]
+    labels = [m for m in markers[-1].markers if m.ns == "labels"]
     assert len(boxes) == len(labels) == len(scene.objects)
     assert any(m.type == Marker.LINE_LIST and m.points for m in markers[-1].markers)
-    assert {v.header.frame_id for v in views[-3:]} == {"cam0", "cam1", "cam2"}
-    assert all(v.encoding == "rgb8" and v.width == 320 and v.height == 240 for v in views[-3:])
+    drawn = "\n".join(m.text for m in markers[-1].markers if m.ns == "relation_labels").split("\n")
+    assert sorted(drawn) == sorted(f"{r.subject_id} {r.predicate.replace('_', ' ')} {r.object_id}"
+                                   for r in scene.relations)  # the markers draw what was published
+    # Descriptions (every second, over all cameras) publish their marked views too, rgb_mounted included.
+    assert {"cam0", "cam1", "cam2"} <= {v.header.frame_id for v in views} <= {"cam0", "cam1", "cam2", "rgb_mounted"}
+    assert all(v.encoding == "rgb8" and v.width == 320 and v.height == 240 for v in views)
 
     # A second request while nothing moved keeps every object's id.
     again = call_service(client, Ask.Request(question="And now?", spatial=True, cameras=["cam0", "cam1", "cam2"],
@@ -118,6 +133,24 @@ def test_spatial_request_returns_scene_graph_markers_and_marked_views(
     first = {o.id: np.array([o.position.x, o.position.y, o.position.z]) for o in scene.objects}
     for obj in again.scene.objects:
         assert np.linalg.norm(first[obj.id] - [obj.position.x, obj.position.y, obj.position.z]) < 0.02
+
+
+def test_viewpoint_and_rgb_only_views_in_a_request(node_and_client: tuple[subprocess.Popen, Node]) -> None:
+    _, client = node_and_client
+    response = call_service(client, Ask.Request(question="What is left of the red object?", spatial=True,
+                                                cameras=["cam0", "cam1", "cam2", "rgb_only", "rgb_mounted"],
+                                                window_s=60.0, viewpoint="cam0"), timeout_s=120)
+    assert response.success, response.error
+    scene = response.scene
+    assert response.frames_used == 4  # the mounted RGB-only view is marked too; rgb_only is left out
+    assert list(scene.projected_views) == ["rgb_mounted"] and list(scene.views_left_out) == ["rgb_only"]
+    geometry = [r for r in scene.relations if r.source == "geometry"]
+    assert geometry and all(r.viewpoint.endswith("_level") for r in geometry)
+    red = [obj.id for obj in scene.objects if obj.colour == "red"]
+    if len(red) == 1:  # "the red object" is tied to its mark by the colour label
+        assert list(scene.question_ids) == red
+    bad = call_service(client, Ask.Request(question="Where?", spatial=True, viewpoint="moon"), timeout_s=60)
+    assert not bad.success and bad.error.startswith("viewpoint") and "'moon'" in bad.error
 
 
 def test_rgb_only_camera_gets_no_fabricated_3d(node_and_client: tuple[subprocess.Popen, Node]) -> None:

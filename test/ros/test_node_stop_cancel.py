@@ -141,8 +141,9 @@ def test_sigterm_while_describing_exits_0(tmp_path: Path, bag: Bag) -> None:
 # ------------------------------------------------------------------------------------------ cancelling
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory: pytest.TempPathFactory, bag: Bag) -> Iterator[Run]:
-    with node_run(tmp_path_factory.mktemp("serving"), 133, bag, extra_args=("-p", "description.enabled:=false")) \
-            as run:
+    # Nothing encoded ahead: the vision-pass cancel below must meet a real vision pass.
+    no_background = ("-p", "description.enabled:=false", "-p", "model.encode_on_arrival:=false")
+    with node_run(tmp_path_factory.mktemp("serving"), 133, bag, extra_args=no_background) as run:
         yield run
         run.exits_cleanly(signal.SIGINT)
 

@@ -34,6 +34,7 @@ from oryx_ros.msg import SceneDescription
 from oryx_ros.perception.image_codec import numpy_to_image
 from oryx_ros.ros.conversions import ns_to_stamp, stamp_to_ns
 from oryx_ros.ros.parameters import CAMERA_PARAMETERS, PARAMETERS
+from oryx_ros.spatial.prompting import clean_label
 
 pytestmark = pytest.mark.ros
 
@@ -76,7 +77,8 @@ def test_read_only_parameters_are_refused_with_a_reason(live: Live) -> None:
 def test_values_outside_what_a_descriptor_expresses_are_refused_naming_the_parameter(live: Live) -> None:
     for name, value in [("ask.default_mode", "telepathy"), ("description.mode", ""), ("ask.default_window_s", 500.0),
                         ("description.prompt", "  "), ("description.max_frames", 2), ("spatial.base_frame", ""),
-                        ("ask.max_new_tokens", 30000), ("sync.slop_s", float("nan"))]:
+                        ("ask.max_new_tokens", 30000), ("sync.slop_s", float("nan")), ("spatial.viewpoint", "moon"),
+                        ("spatial.model_labels", "maybe"), ("spatial.relations_per_object", -1)]:
         before = live.get(name)
         result = live.set(name, value)
         assert not result.successful and result.reason, name
@@ -200,6 +202,19 @@ def _deadline(live: Live) -> None:
     assert live.ask(question="in time?", cameras=["cam0"]).success
 
 
+def _encode_on_arrival(live: Live) -> None:
+    live.set_ok("model.encode_on_arrival", False)
+    live.in_effect("model.encode_on_arrival", "off")
+    live.spin(1.0)  # a job already running stops at its next cancel point
+    before = int(live.statuses()["model"][2]["encode_ahead_frames_encoded"])
+    live.publish_probe(3)  # new frames in the default question window
+    live.spin(2.0)
+    _level, message, values = live.statuses()["model"]
+    assert values["encode_ahead"] == "off" and int(values["encode_ahead_frames_encoded"]) == before, message
+    live.set_ok("model.encode_on_arrival", True)
+    live.statuses(lambda s: int(s["model"][2]["encode_ahead_frames_encoded"]) > before, timeout_s=60)
+
+
 def _description_enabled(live: Live) -> None:
     live.set_ok("description.enabled", False)
     live.in_effect("description.period_s", "off")  # the timer is gone
@@ -299,6 +314,71 @@ def _max_objects(live: Live) -> None:
     live.in_effect("spatial.max_objects", "8")
 
 
+def _geometry(response: Any) -> list[Any]:
+    assert response.success and response.scene.available, response.error or response.scene.reason
+    return [r for r in response.scene.relations if r.source == "geometry"]
+
+
+def _viewpoint(live: Live) -> None:
+    live.set_ok("spatial.viewpoint", "cam0")
+    live.in_effect("spatial.viewpoint", "cam0")
+    relations = _geometry(live.ask(question="what is left of what?", spatial=True, cameras=SCENE_CAMERAS))
+    assert relations and all(r.viewpoint.endswith("_level") for r in relations)
+    live.set_ok("spatial.viewpoint", "")
+    live.in_effect("spatial.viewpoint", "base_link")
+
+
+def _relations_per_object(live: Live) -> None:
+    def pairs() -> tuple[set[frozenset[int]], int]:
+        response = live.ask(question="which?", spatial=True, cameras=SCENE_CAMERAS)
+        return {frozenset((r.subject_id, r.object_id)) for r in _geometry(response)}, len(response.scene.objects)
+
+    live.set_ok("spatial.relations_per_object", 1)
+    live.in_effect("spatial.relations_per_object", "1")
+    nearest, n = pairs()
+    assert nearest and len(nearest) <= n  # each object with its nearest neighbour only
+    live.set_ok("spatial.relations_per_object", 0)
+    live.in_effect("spatial.relations_per_object", "0")
+    every, _ = pairs()
+    assert nearest < every  # all related pairs include the nearest ones
+    default = PARAMETERS["spatial.relations_per_object"][0]
+    live.set_ok("spatial.relations_per_object", default)
+    live.in_effect("spatial.relations_per_object", str(default))
+
+
+def _relations_inverse(live: Live) -> None:
+    inverse = {"left_of": "right_of", "right_of": "left_of", "in_front_of": "behind", "behind": "in_front_of",
+               "above": "below", "below": "above"}
+
+    def inverse_pairs() -> list[tuple[int, str, int]]:
+        held = {(r.subject_id, r.predicate, r.object_id)
+                for r in _geometry(live.ask(question="which?", spatial=True, cameras=SCENE_CAMERAS))}
+        assert held
+        return [t for t in held if t[1] in inverse and (t[2], inverse[t[1]], t[0]) in held]
+
+    live.set_ok("spatial.relations_inverse", True)
+    live.in_effect("spatial.relations_inverse", "on")
+    assert inverse_pairs()
+    live.set_ok("spatial.relations_inverse", False)
+    live.in_effect("spatial.relations_inverse", "off")
+    assert not inverse_pairs()
+
+
+def _model_labels(live: Live) -> None:
+    live.in_effect("spatial.model_labels", "off")  # auto: off for the tiny random model
+    live.set_ok("spatial.model_labels", "on")
+    live.in_effect("spatial.model_labels", "on")
+    asked = int(live.statuses()["parameters in effect"][2]["spatial.label_questions"])
+    response = live.ask(question="where is the mug?", spatial=True, cameras=SCENE_CAMERAS)
+    assert response.success and response.scene.objects
+    for obj in response.scene.objects:  # the tiny model's names are noise: mostly refused, colour kept
+        assert obj.colour and obj.label_source in ("model", "colour")
+        assert obj.label == f"{obj.colour} object" if obj.label_source == "colour" else clean_label(obj.label)
+    live.statuses(lambda s: int(s["parameters in effect"][2]["spatial.label_questions"]) == asked + 1)
+    live.set_ok("spatial.model_labels", "auto")
+    live.in_effect("spatial.model_labels", "off")
+
+
 def _publish_marked_views(live: Live) -> None:
     live.set_ok("spatial.publish_marked_views", False)
     since_ns = time.time_ns()
@@ -348,6 +428,7 @@ EFFECTS: dict[str, Callable[[Live], None]] = {
     "ask.max_new_tokens": _max_new_tokens,
     "ask.max_question_chars": _max_question_chars,
     "ask.deadline_s": _deadline,
+    "model.encode_on_arrival": _encode_on_arrival,
     "description.enabled": _description_enabled,
     "description.period_s": _description_period,
     "description.window_s": _description_window,
@@ -359,6 +440,10 @@ EFFECTS: dict[str, Callable[[Live], None]] = {
     "spatial.base_frame": _base_frame,
     "spatial.max_objects": _max_objects,
     "spatial.publish_marked_views": _publish_marked_views,
+    "spatial.viewpoint": _viewpoint,
+    "spatial.relations_per_object": _relations_per_object,
+    "spatial.relations_inverse": _relations_inverse,
+    "spatial.model_labels": _model_labels,
     "sensor.max_decode_pixels": _max_decode_pixels,
     "sensor.future_tolerance_s": _future_tolerance,
 }

@@ -30,7 +30,7 @@ from oryx_ros.ros.requests import (
 CAMERAS = ("front", "left", "right")
 LIMITS = RequestLimits(cameras=CAMERAS, buffer_window_s=120.0, default_window_s=10.0, default_mode="auto",
                        default_max_new_tokens=128, max_question_chars=200)
-FIELDS = {"question", "cameras", "window_s", "max_frames", "mode", "spatial", "max_new_tokens"}
+FIELDS = {"question", "cameras", "window_s", "max_frames", "mode", "spatial", "max_new_tokens", "viewpoint"}
 BOUNDED = settings(max_examples=300, deadline=None)
 
 
@@ -43,6 +43,7 @@ class Request:  # the fields of srv/Ask's request and action/Ask's goal
     mode: str = ""
     spatial: bool = False
     max_new_tokens: int = 0
+    viewpoint: str = ""
 
     def __post_init__(self) -> None:
         self.cameras = [] if self.cameras is None else self.cameras
@@ -123,11 +124,12 @@ any_count = st.integers(min_value=0, max_value=(1 << 32) - 1)  # uint32 fields
 @BOUNDED
 @given(question=any_text, cameras=st.lists(st.sampled_from([*CAMERAS, "rear", ""]), max_size=6),
        window_s=any_float, max_frames=any_count, mode=st.sampled_from([*MODES, "", "x", " video "]),
-       spatial=st.booleans(), max_new_tokens=any_count)
+       spatial=st.booleans(), max_new_tokens=any_count,
+       viewpoint=st.sampled_from([*CAMERAS, "", "base_link", "rear", " front "]))
 def test_any_request_is_valid_within_limits_or_refused_naming_a_field(
         question: str, cameras: list[str], window_s: float, max_frames: int, mode: str, spatial: bool,
-        max_new_tokens: int) -> None:
-    request = Request(question, cameras, window_s, max_frames, mode, spatial, max_new_tokens)
+        max_new_tokens: int, viewpoint: str) -> None:
+    request = Request(question, cameras, window_s, max_frames, mode, spatial, max_new_tokens, viewpoint)
     try:
         valid = validate_request(request, LIMITS)
     except RequestError as error:
@@ -139,6 +141,7 @@ def test_any_request_is_valid_within_limits_or_refused_naming_a_field(
     assert 1 <= valid.max_new_tokens <= MAX_NEW_TOKENS and 0 <= valid.max_frames <= LIMITS.max_frames
     assert valid.mode in MODES
     assert valid.cameras and len(set(valid.cameras)) == len(valid.cameras) and set(valid.cameras) <= set(CAMERAS)
+    assert valid.viewpoint in ("", *CAMERAS)
 
 
 @BOUNDED
@@ -203,6 +206,23 @@ def test_window_parameters_refuse_non_finite_and_longer_than_the_buffer(value: f
         problem = check_parameter(name, value, current.__getitem__, 3)
         ok = math.isfinite(value) and value <= current["buffer.window_s"]
         assert (problem is None) == ok and (ok or name in problem)
+
+
+def test_viewpoint_is_a_camera_or_the_base_frame_and_defaults_to_the_parameter() -> None:
+    assert validate_request(Request(viewpoint="left"), LIMITS).viewpoint == "left"
+    assert validate_request(Request(viewpoint="base_link"), LIMITS).viewpoint == ""  # the base frame
+    assert validate_request(Request(), LIMITS).viewpoint == ""
+    from_parameter = RequestLimits(cameras=CAMERAS, buffer_window_s=120.0, default_window_s=10.0,
+                                   default_viewpoint="right")
+    assert validate_request(Request(), from_parameter).viewpoint == "right"
+    assert validate_request(Request(viewpoint="base_link"), from_parameter).viewpoint == ""
+    error = _error(viewpoint="rear")
+    assert error.field == "viewpoint" and str(error).startswith("viewpoint") and "'rear'" in str(error)
+    current = {name: default for name, (default, _) in PARAMETERS.items()} | {"cameras.names": list(CAMERAS)}
+    assert check_parameter("spatial.viewpoint", "left", current.__getitem__, 3) is None
+    assert check_parameter("spatial.viewpoint", "", current.__getitem__, 3) is None
+    assert "spatial.viewpoint" in check_parameter("spatial.viewpoint", "rear", current.__getitem__, 3)
+    assert "spatial.model_labels" in check_parameter("spatial.model_labels", "maybe", current.__getitem__, 3)
 
 
 def test_description_parameters_are_checked_like_requests() -> None:

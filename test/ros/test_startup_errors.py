@@ -39,6 +39,7 @@ def _refusal(**changes: str) -> StartupError:
     ({"device": "cuda:x"}, "model.device", "cuda:N"),
     ({"device": "cuda:"}, "model.device", "cuda:N"),
     ({"attn_implementation": "flash"}, "model.attn_implementation", "sdpa"),
+    ({"resize_backend": "nearest"}, "model.resize_backend", "exact"),
     ({"path": "/no/such/checkpoint"}, "model.path", "does not exist"),
 ])
 def test_malformed_settings_are_refused_naming_the_parameter(changes: dict, parameter: str, phrase: str) -> None:

@@ -16,8 +16,17 @@ from oryx_ros.perception.frames import Frame
 from oryx_ros.spatial.correspondences import InstanceTracker, MarkParams, mark_colour
 from oryx_ros.spatial.evaluation import SceneScore, score_scene
 from oryx_ros.spatial.geometry import invert_pose, look_at_pose, pose_from_xyz_rpy
+from oryx_ros.spatial.prompting import parse_object_labels
 from oryx_ros.spatial.relations import PREDICATES
-from oryx_ros.spatial.scene_graph import SceneInputError, SceneParams, SceneResult, build_scene, colour_name
+from oryx_ros.spatial.scene_graph import (
+    SceneInputError,
+    SceneParams,
+    SceneResult,
+    build_scene,
+    colour_name,
+    mentioned_ids,
+    with_model_labels,
+)
 from oryx_ros.spatial.synthetic_scene import DepthNoise, Renderer, SceneCamera, SyntheticScene, make_scene, rerender
 
 WIDTH, HEIGHT = 320, 240
@@ -98,6 +107,23 @@ def test_only_the_k_most_prominent_objects_are_marked(clean) -> None:
     )
     assert {m.mark_id for marks in result.marks.values() for m in marks} == set(result.marked_ids)
     assert "The marked objects are " + ", ".join(map(str, sorted(result.marked_ids))) + "." in result.prompt
+
+
+def test_model_names_replace_colour_labels_and_tie_words_to_ids(clean) -> None:
+    _, result, _ = clean
+    mug, chair, other = result.marked_ids[:3]
+    answer = f"Sure, here they are.\n{mug}: a mug\n[{chair}] office chair\n{other}: I am not sure\n99: lamp"
+    named = with_model_labels(result, parse_object_labels(answer, result.marked_ids))
+    before, after = {o.id: o for o in result.objects}, {o.id: o for o in named.objects}
+    assert after[mug].label == "mug" and after[chair].label == "office chair"
+    assert after[mug].label_source == after[chair].label_source == "model"
+    assert after[mug].colour == before[mug].colour != ""  # the colour is kept beside the name
+    assert after[other] == before[other] and after[other].label == f"{after[other].colour} object"
+    assert after[other].label_source == "colour"
+    assert f"{mug} (mug)" in named.prompt
+    assert mentioned_ids("Is the mug left of the chair?", named) == [mug, chair]
+    assert mentioned_ids(f"Object {other} is near the mug.", named) == [other, mug]
+    assert mentioned_ids("Is the mug left of the chair?", result) == []  # colour labels only: no mug
 
 
 def test_ids_are_stable_across_requests() -> None:
@@ -216,6 +242,10 @@ def test_relations_from_a_cameras_point_of_view() -> None:
     swap = {"left_of": "right_of", "right_of": "left_of", "in_front_of": "behind", "behind": "in_front_of"}
     expected = {(r.subject_id, swap.get(r.predicate, r.predicate), r.object_id) for r in robot.relations}
     assert {(r.subject_id, r.predicate, r.object_id) for r in camera.relations} == expected
+    # A viewpoint camera that gave no frame: its mount on the base.
+    mounted = build_scene(scene.frames, mounts, params=SceneParams(viewpoint_camera="facing"))
+    assert mounted.viewpoint == "facing_level"
+    assert {(r.subject_id, r.predicate, r.object_id) for r in mounted.relations} == expected
     with pytest.raises(SceneInputError, match="viewpoint camera"):
         build_scene(frames, mounts, params=SceneParams(viewpoint_camera="nobody"))
 
