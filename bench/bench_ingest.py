@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from batches import wait_for_line
 from machine import cpu_model
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
@@ -224,21 +225,6 @@ def _env(transport: str, domain_id: str) -> dict[str, str]:
     return env
 
 
-def _wait_for_line(process: subprocess.Popen[str], expected: str, timeout_s: float) -> None:
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"receiver exited (rc {process.wait()}) before printing {expected}")
-        if line.strip() == expected:
-            return
-    raise TimeoutError(f"receiver did not print {expected} within {timeout_s:.0f} s")
-
-
 def run_one(bag: Path, expected: int, transport: str, rate: float, rate_label: str, receiver: str,
             args: argparse.Namespace, domain_id: str) -> RunResult:
     env = _env(transport, domain_id)
@@ -250,7 +236,7 @@ def run_one(bag: Path, expected: int, transport: str, rate: float, rate_label: s
                                      stderr=receiver_log, text=True)
         playing = None
         try:
-            _wait_for_line(receiving, "READY", READY_TIMEOUT_S)
+            wait_for_line(receiving, "READY", READY_TIMEOUT_S)
             playing = subprocess.Popen(
                 [sys.executable, "-m", "oryx_ros.ros.replay", str(bag), "--rate", str(rate), "--wait-subscribers",
                  "1", "--wait-timeout", str(args.timeout), "--qos-depth", str(args.qos_depth),

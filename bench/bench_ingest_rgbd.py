@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from batches import wait_for_line
 from machine import cpu_model
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
@@ -309,21 +310,6 @@ def _env(domain_id: str) -> dict[str, str]:
     return env
 
 
-def _wait_for_line(process: subprocess.Popen[str], expected: str, timeout_s: float) -> None:
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"receiver exited (rc {process.wait()}) before printing {expected}")
-        if line.strip() == expected:
-            return
-    raise TimeoutError(f"receiver did not print {expected} within {timeout_s:.0f} s")
-
-
 def _last_json(text: str) -> dict[str, Any]:
     lines = [line for line in text.splitlines() if line.startswith("{")]
     if not lines:
@@ -344,7 +330,7 @@ def run_one(rate_hz: float, receiver: str, args: argparse.Namespace, domain_id: 
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=receiver_log, text=True)
         publishing = None
         try:
-            _wait_for_line(receiving, "READY", READY_TIMEOUT_S)
+            wait_for_line(receiving, "READY", READY_TIMEOUT_S)
             publishing = subprocess.Popen(
                 [sys.executable, script, "--role", "publisher", "--rate", str(rate_hz), "--seconds",
                  str(args.seconds), *common],

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from batches import Runner, calls_per_batch
 from machine import cpu_model
 from PIL import Image
 
@@ -43,8 +44,6 @@ from oryx_ros.model.preprocessing import image_sizes, preprocess_image, preproce
 WIDTH, HEIGHT = 1280, 720
 PATHS = ("4x video", "16x video_long", "1x image")
 
-# A case: run(n) performs n calls and returns the seconds they took.
-Runner = Callable[[int], float]
 
 
 @dataclass
@@ -101,15 +100,6 @@ def timed_loop(call: Callable[[], object], threads: int | None = None) -> Runner
             torch.set_num_threads(before)
 
     return run
-
-
-def calls_per_batch(run: Runner, batch_s: float) -> int:
-    """Calls that take about ``batch_s`` (after one warm-up call: allocator, threads, per-size caches)."""
-    run(1)
-    n = 1
-    while (elapsed := run(n)) < batch_s / 4 and n < 1_000_000:
-        n *= 4 if elapsed < batch_s / 40 else 2
-    return max(1, round(n * batch_s / max(elapsed, 1e-9)))
 
 
 def measure(run: Runner, reference: Runner, repeats: int, batch_s: float) -> Timing:

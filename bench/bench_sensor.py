@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from batches import Runner, calls_per_batch
 from machine import cpu_model
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -48,8 +49,6 @@ PERIOD_NS = 1_000_000_000 // 30
 START_NS = 1_700_000_000 * 1_000_000_000
 BUFFER_BUDGET_BYTES = 256 * 1024**2
 
-# A case: run(n) performs n calls and returns the seconds they took (set-up stays outside the clock).
-Runner = Callable[[int], float]
 
 
 @dataclass
@@ -68,15 +67,6 @@ def timed_loop(call: Callable[[], object]) -> Runner:
         return time.perf_counter() - start
 
     return run
-
-
-def calls_per_batch(run: Runner, batch_s: float) -> int:
-    """Calls that take about ``batch_s`` (after one warm-up call: allocator, OpenCV threads, caches)."""
-    run(1)
-    n = 1
-    while (elapsed := run(n)) < batch_s / 4 and n < 1_000_000:
-        n *= 4 if elapsed < batch_s / 40 else 2
-    return max(1, round(n * batch_s / max(elapsed, 1e-9)))
 
 
 def measure(run: Runner, reference: Runner, repeats: int, batch_s: float) -> Timing:
