@@ -37,11 +37,12 @@ def raise_if_cancelled(cancel: Cancel) -> None:
 
 
 def cancel_point_modules(model: nn.Module) -> list[nn.Module]:
-    """Where an ``OryxForCausalLM`` pass may stop: the attention and the MLP of every ViT block and LLM
-    decoder layer (half a layer apart: on a CPU one tiny-model layer over a whole request takes ~0.5 s)."""
+    """Where an ``OryxForCausalLM`` pass may stop: each patch-embedding call (a few frames each), and the
+    attention and the MLP of every ViT block and LLM decoder layer (half a layer apart: on a CPU one
+    tiny-model layer over a whole request takes ~0.5 s)."""
     inner: Any = getattr(model, "model", model)
     tower = getattr(getattr(inner, "vision_tower", None), "vision_tower", None)
-    points: list[nn.Module] = []
+    points: list[nn.Module] = [tower.patch_embed] if hasattr(tower, "patch_embed") else []
     for layer in [*getattr(tower, "blocks", ()), *getattr(inner, "layers", ())]:
         parts = [getattr(layer, name) for name in ("attn", "self_attn", "mlp") if hasattr(layer, name)]
         points += parts or [layer]

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 VitAttention = Literal["auto", "flash_attention_2", "sdpa", "eager"]
 VIT_ATTENTION_BACKENDS: Final = ("auto", "flash_attention_2", "sdpa", "eager")
+# Inputs patch-embedded per call: each call is a cancel point (oryx_ros.model.cancellation), so a request
+# of hundreds of frames can stop before the first block; small enough for that, large enough to batch.
+PATCH_EMBED_CHUNK: Final = 8
 
 # Signature shared by the backends: q, k, v (ΣN, heads, head_dim), cu_seqlens (S+1,) int32,
 # max_seqlen, softmax scale → (ΣN, heads, head_dim).
@@ -243,11 +246,13 @@ class OryxViT(nn.Module):
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, im in enumerate(images):
             by_size.setdefault(tuple(im.shape[1:]), []).append(index)
-        for indices in by_size.values():
-            embedded = self.patch_embed(torch.stack([images[i] for i in indices]))  # (n, gh·gw, C)
-            pos = self.interpolated_pos_embed(grids[indices[0]]).to(embedded.dtype)
-            for row, i in enumerate(indices):
-                tokens[i] = embedded[row] + pos
+        for same_size in by_size.values():
+            pos = self.interpolated_pos_embed(grids[same_size[0]])
+            for start in range(0, len(same_size), PATCH_EMBED_CHUNK):
+                indices = same_size[start : start + PATCH_EMBED_CHUNK]
+                embedded = self.patch_embed(torch.stack([images[i] for i in indices]))  # (n, gh·gw, C)
+                for row, i in enumerate(indices):
+                    tokens[i] = embedded[row] + pos.to(embedded.dtype)
         lengths = [g[0] * g[1] for g in grids]
         x = torch.cat(tokens)  # (ΣN, C)
         cu_seqlens = torch.zeros(len(lengths) + 1, dtype=torch.int32)

@@ -13,6 +13,7 @@ import torch
 
 from oryx_ros.model.cancellation import RequestCancelledError, cancel_point_modules, cancel_points
 from oryx_ros.model.engine import OryxEngine, VisualInput
+from oryx_ros.model.modeling_oryx_vit import PATCH_EMBED_CHUNK
 from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
 
 
@@ -65,6 +66,26 @@ def test_cancel_inside_the_vit_stops_the_pass_and_caches_nothing(engine: OryxEng
 
     again = engine.answer("What changed?", cameras(6, seed=1), max_new_tokens=2)  # the same frames, no cancel
     assert again.stop_reason != "cancelled" and again.frames_encoded == 18 and again.frames_from_cache == 0
+
+
+def test_cancel_during_patch_embedding_stops_before_the_first_block(engine: OryxEngine) -> None:
+    tower = engine.model.model.vision_tower.vision_tower
+    cancel = threading.Event()
+    patch_calls, first_block = Calls(tower.patch_embed, cancel, at=1), Calls(tower.blocks[0])
+    try:  # 3 cameras x 12 frames of one size: patch-embedded in chunks, each chunk a cancel point
+        answer = engine.answer("What changed?", cameras(12, seed=4), max_new_tokens=8, cancel=cancel)
+    finally:
+        patch_calls.handle.remove()
+        first_block.handle.remove()
+    assert answer.stop_reason == "cancelled" and answer.frames_encoded == 0
+    assert (patch_calls.count, first_block.count) == (1, 0)  # the 2nd of several chunks never ran
+
+    uncancelled = Calls(tower.patch_embed)
+    try:
+        engine.answer("What changed?", cameras(12, seed=4), max_new_tokens=1)
+    finally:
+        uncancelled.handle.remove()
+    assert uncancelled.count == -(-36 // PATCH_EMBED_CHUNK) > 1  # the chunks the cancel cut short
 
 
 def test_cancel_during_preprocessing_never_starts_the_vit(engine: OryxEngine) -> None:
