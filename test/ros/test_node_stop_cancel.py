@@ -98,6 +98,9 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 60.0, spin: Any 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_idle_node_exits_0_on_a_signal(tmp_path: Path, signal_number: int) -> None:
     with node_run(tmp_path, 120 + signal_number) as run:
+        # The service answers before the constructor has finished (subscriptions, timers): wait until the
+        # node is up, else this is the model-loading case below.
+        _wait_for(lambda: "listening to" in run.text())
         run.exits_cleanly(signal_number)
         assert "stopping" in run.text()
 
