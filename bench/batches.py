@@ -20,6 +20,18 @@ def calls_per_batch(run: Runner, batch_s: float) -> int:
     return max(1, round(n * batch_s / max(elapsed, 1e-9)))
 
 
+def alternating_batches(run: Runner, reference: Runner, repeats: int, batch_s: float
+                        ) -> tuple[list[float], list[float]]:
+    """Seconds per call of the case and of its reference, from ``repeats`` batches of each, alternating, so
+    that a change in the machine's load hits both alike."""
+    n, n_reference = calls_per_batch(run, batch_s), calls_per_batch(reference, batch_s)
+    case_s, reference_s = [], []
+    for _ in range(repeats):
+        reference_s.append(reference(n_reference) / n_reference)
+        case_s.append(run(n) / n)
+    return case_s, reference_s
+
+
 def wait_for_line(process: subprocess.Popen[str], expected: str, timeout_s: float) -> None:
     """Read the child's stdout until the line ``expected`` (a receiver saying READY)."""
     assert process.stdout is not None

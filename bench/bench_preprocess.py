@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from batches import Runner, calls_per_batch
+from batches import Runner, alternating_batches
 from machine import cpu_model
 from PIL import Image
 
@@ -103,12 +103,8 @@ def timed_loop(call: Callable[[], object], threads: int | None = None) -> Runner
 
 
 def measure(run: Runner, reference: Runner, repeats: int, batch_s: float) -> Timing:
-    """Case and reference in alternating batches, so a change in the machine's load hits both alike."""
-    n, n_reference = calls_per_batch(run, batch_s), calls_per_batch(reference, batch_s)
-    case_s, reference_s = [], []
-    for _ in range(repeats):
-        reference_s.append(reference(n_reference) / n_reference)
-        case_s.append(run(n) / n)
+    """Case and reference in alternating batches; the speed-up reference / case."""
+    case_s, reference_s = alternating_batches(run, reference, repeats, batch_s)
     speedups = [r / c for c, r in zip(case_s, reference_s, strict=True)]
     speedup = statistics.median(speedups)
     return Timing(statistics.median(case_s), statistics.median(reference_s), speedup,

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from batches import Runner, calls_per_batch
+from batches import Runner, alternating_batches
 from machine import cpu_model
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -70,12 +70,8 @@ def timed_loop(call: Callable[[], object]) -> Runner:
 
 
 def measure(run: Runner, reference: Runner, repeats: int, batch_s: float) -> Timing:
-    """Case and reference in alternating batches, so a change in the machine's load hits both alike."""
-    n, n_reference = calls_per_batch(run, batch_s), calls_per_batch(reference, batch_s)
-    case_s, reference_s = [], []
-    for _ in range(repeats):
-        reference_s.append(reference(n_reference) / n_reference)
-        case_s.append(run(n) / n)
+    """Case and reference in alternating batches; the ratio case / reference."""
+    case_s, reference_s = alternating_batches(run, reference, repeats, batch_s)
     ratios = [c / r for c, r in zip(case_s, reference_s, strict=True)]
     ratio = statistics.median(ratios)
     return Timing(statistics.median(case_s), statistics.median(reference_s), ratio,

@@ -454,25 +454,36 @@ def make_scene(
         except _RejectedLayoutError:
             continue
         cameras = make_cameras(n_cameras, intrinsics, layout, rng)
-        renderer = Renderer(primitives)
-        rendered = {camera.name: renderer.render(camera) for camera in cameras}
-        views_seeing = np.zeros(len(primitives), dtype=np.int64)
-        for _, _, owner in rendered.values():
-            counts = np.bincount(owner[owner >= 0], minlength=len(primitives))
-            views_seeing += counts >= min_px
-        if np.any(views_seeing < min(min_views, n_cameras)):
+        scene = _render_scene(primitives, (), cameras, min_px, min(min_views, n_cameras), seed, noise, stamp_ns,
+                              relation_params)
+        if scene is None:
             continue
         _log.debug("layout accepted after %d attempts", attempt + 1)
-        noise_rng = np.random.default_rng([seed, 1])
-        frames = []
-        for camera in cameras:
-            rgb, depth, _ = rendered[camera.name]
-            if noise is not None:
-                depth = add_depth_noise(depth, noise, noise_rng)
-            frames.append(Frame(camera.name, stamp_ns, rgb, depth, camera.intrinsics, camera.frame_id))
-        instance_images = {name: owner for name, (_, _, owner) in rendered.items()}
-        return SyntheticScene(primitives, cameras, frames, instance_images, seed, noise, relation_params)
+        return scene
     raise RuntimeError(f"no valid layout in {layout.max_attempts} attempts; relax LayoutParams")
+
+
+def _render_scene(primitives: list[Primitive], walls: Sequence[Any], cameras: list[SceneCamera], min_px: int,
+                  min_views: int, seed: int, noise: DepthNoise | None, stamp_ns: int,
+                  relation_params: RelationParams) -> SyntheticScene | None:
+    """Render every camera; the scene (depth noise added) if each primitive shows ``min_px`` pixels in at
+    least ``min_views`` views, else None (the caller draws another layout)."""
+    renderer = Renderer(primitives, walls)
+    rendered = {camera.name: renderer.render(camera) for camera in cameras}
+    views_seeing = np.zeros(len(primitives), dtype=np.int64)
+    for _, _, owner in rendered.values():
+        views_seeing += np.bincount(owner[owner >= 0], minlength=len(primitives)) >= min_px
+    if np.any(views_seeing < min_views):
+        return None
+    noise_rng = np.random.default_rng([seed, 1])
+    frames = []
+    for camera in cameras:
+        rgb, depth, _ = rendered[camera.name]
+        if noise is not None:
+            depth = add_depth_noise(depth, noise, noise_rng)
+        frames.append(Frame(camera.name, stamp_ns, rgb, depth, camera.intrinsics, camera.frame_id))
+    instance_images = {name: owner for name, (_, _, owner) in rendered.items()}
+    return SyntheticScene(primitives, cameras, frames, instance_images, seed, noise, relation_params, tuple(walls))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -612,23 +623,12 @@ def make_furniture_scene(
         if len(primitives) < len(placed) + len(jobs):
             continue
         cameras = _arc_cameras(n_cameras, intrinsics, rng)
-        renderer = Renderer(primitives, walls)
-        rendered = {camera.name: renderer.render(camera) for camera in cameras}
-        views_seeing = np.zeros(len(primitives), dtype=np.int64)
-        for _, _, owner in rendered.values():
-            views_seeing += np.bincount(owner[owner >= 0], minlength=len(primitives)) >= min_px
-        if np.any(views_seeing < min(2, n_cameras)):
+        scene = _render_scene(primitives, walls, cameras, min_px, min(2, n_cameras), seed, noise, stamp_ns,
+                              relation_params)
+        if scene is None:
             continue
         _log.debug("furniture layout accepted after %d attempts", attempt + 1)
-        noise_rng = np.random.default_rng([seed, 1])
-        frames = []
-        for camera in cameras:
-            rgb, depth, _ = rendered[camera.name]
-            if noise is not None:
-                depth = add_depth_noise(depth, noise, noise_rng)
-            frames.append(Frame(camera.name, stamp_ns, rgb, depth, camera.intrinsics, camera.frame_id))
-        instance_images = {name: owner for name, (_, _, owner) in rendered.items()}
-        return SyntheticScene(primitives, cameras, frames, instance_images, seed, noise, relation_params, walls)
+        return scene
     raise RuntimeError(f"no valid furniture layout in {max_attempts} attempts")
 
 
