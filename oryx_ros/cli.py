@@ -17,9 +17,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "call": ("oryx_ros.ros.client", "main", "ask a running node over /oryx/ask (service or action)"),
     "replay": ("oryx_ros.ros.replay", "main", "publish a rosbag2 into live topics, paced by its timestamps"),
     "make-test-bag": ("oryx_ros.bags.synthetic", "main", "write a small multi-camera test bag"),
+    "make-hour-bag": ("oryx_ros.bags.hour_bag", "main", "write an hour of robot time with known events (sim time)"),
     "make-scene": ("oryx_ros.spatial.synthetic_scene", "main", "render a synthetic RGB-D scene bag + truth"),
     "make-tiny-checkpoint": ("oryx_ros.model.tiny_checkpoint", "main", "write a tiny random Oryx checkpoint"),
     "ask": ("oryx_ros.model.ask", "main", "ask Oryx offline about images or a video file"),
+    "serve": ("oryx_ros.serving.server", "main", "serve Oryx to a fleet on Ray Serve (OpenAI-compatible HTTP)"),
 }
 
 

@@ -4,7 +4,9 @@
 2. start the oryx node (tiny random checkpoint unless ``--model``),
 3. replay the bag into it, paced by its timestamps,
 4. ask a question over the ``/oryx/ask`` service, then over the streaming action, then a spatial one,
-5. print the answers, their timings and a scene description the node published, and stop the node.
+5. print the answers, their timings and a scene description the node published, and stop the node;
+6. hour-scale memory: replay an hour of robot time (sim time, 60x) into a node with a fresh memory, then ask
+   what it saw 50 minutes earlier and print the evidence (``--skip-memory`` leaves this part out).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NODE_READY_TIMEOUT_S = 300.0
 DEMO_SEED = 3
 DEMO_FRAMES = 8
+HOUR_REPLAY_RATE = 60.0
 
 
 def cache_dir() -> Path:
@@ -77,7 +80,7 @@ def _section(title: str) -> None:
     print(f"\n=== {title} " + "=" * max(0, 70 - len(title)), flush=True)
 
 
-def run_demo(model: str) -> int:
+def run_demo(model: str, memory: bool = True) -> int:
     import rclpy
     from rclpy.node import Node
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile
@@ -167,8 +170,99 @@ def run_demo(model: str) -> int:
             node_process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             node_process.kill()
+    if exit_code == 0 and memory:
+        exit_code = run_memory_demo(model, env)
     _section("done")
     return exit_code
+
+
+def hour_parameters(out: Path, memory: dict[str, Any]) -> Path:
+    """Node parameters for the hour bag in ``out`` (written by oryx_ros.bags.hour_bag): sim time, descriptions
+    with the scene graph every minute of robot time, and ``memory`` (memory.* parameters)."""
+    from oryx_ros.params_file import read_parameters, write_params_file
+
+    cameras = read_parameters(out / "cameras.yaml")["cameras"]
+    return write_params_file(out / "node.yaml", {
+        "use_sim_time": True, "cameras": cameras,
+        "buffer": {"window_s": 120.0, "max_rate_hz": 0.0},
+        "qos": {"sensor_reliable": True, "sensor_depth": 100},
+        "ask": {"max_new_tokens": 16},
+        "memory": {"keyframe_hz": 1.0, **memory},
+        "description": {"period_s": 60.0, "window_s": 30.0, "max_new_tokens": 8, "max_frames": 4, "spatial": True},
+        "spatial": {"publish_marked_views": False}})
+
+
+def ensure_hour_bag() -> Path:
+    """The hour bag's directory (bag/, events.json, cameras.yaml); written once, then reused."""
+    from oryx_ros.bags.hour_bag import write_hour_bag
+
+    out = cache_dir() / "demo-hour-v1"
+    if not (out / "bag" / "metadata.yaml").exists():
+        print(f"rendering an hour of robot time into {out} (once)")
+        partial = out.with_name(out.name + ".partial")
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial)
+        write_hour_bag(partial)
+        partial.rename(out)
+    return out
+
+
+def run_memory_demo(model: str, env: dict[str, str]) -> int:
+    """Part 6: an hour of robot time in a minute, then "when did you last see the red object?"."""
+    import json
+    import shutil
+
+    import rclpy
+    from rclpy.node import Node
+
+    from oryx_ros.params_file import camera_topics_of, read_parameters
+    from oryx_ros.ros.client import call_service, describe_evidence, describe_moment
+    from oryx_ros.srv import Ask, Recall
+
+    _section("hour-scale memory: one hour of robot time, replayed at 60x in sim time")
+    out = ensure_hour_bag()
+    events = json.loads((out / "events.json").read_text())
+    memory_dir = cache_dir() / "demo-memory"
+    shutil.rmtree(memory_dir, ignore_errors=True)  # a fresh memory, so the demo shows this replay only
+    params = hour_parameters(out, {"directory": str(memory_dir)})
+    node_cmd = [sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file", str(params)]
+    if model:
+        node_cmd += ["-p", f"model.path:={model}"]
+    for appearance in events["appearances"]:
+        print(f"   truth: {appearance['label']:<12} at {appearance['centre_m']} m, minutes "
+              f"{appearance['start_s'] / 60:.0f}-{appearance['end_s'] / 60:.0f}")
+    node_process = subprocess.Popen(node_cmd, env=env)
+    try:
+        with rclpy.init():
+            client_node = Node("oryx_demo_memory")
+            if not client_node.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=NODE_READY_TIMEOUT_S):
+                raise TimeoutError("the node did not come up")
+            topics = camera_topics_of(read_parameters(out / "cameras.yaml")["cameras"])
+            replay_cmd = [sys.executable, "-m", "oryx_ros.ros.replay", str(out / "bag"), "--wait-subscribers", "1",
+                          "--clock", "--rate", str(HOUR_REPLAY_RATE), "--topics", *topics]
+            print(" ".join(replay_cmd[1:]))
+            started = time.monotonic()
+            subprocess.run(replay_cmd, env=env, check=True)
+            print(f"replayed 60 min of robot time in {time.monotonic() - started:.0f} s")
+            time.sleep(2.0)  # the recorder commits at most every 0.5 s
+
+            question = "When did you last see the red object?"
+            response = call_service(client_node, Ask.Request(question=question))
+            _print_answer(question, response)
+            print(describe_evidence(response.evidence, events["start_ns"]))
+            recall = call_service(client_node, Recall.Request(query="blue", limit=3), "/oryx/recall", 60.0, Recall)
+            print("/oryx/recall 'blue':")
+            for moment in recall.moments:
+                print("   " + describe_moment(moment, events["start_ns"]))
+            return 0 if response.success and response.evidence.moments else 1
+    finally:
+        node_process.send_signal(signal.SIGINT)
+        try:
+            node_process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
 
 
 def _print_answer(question: str | None, response: Any) -> None:
@@ -187,8 +281,9 @@ def _print_answer(question: str | None, response: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="oryx-ros demo", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="Oryx checkpoint directory (default: tiny random checkpoint)")
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the hour-scale memory part")
     args = parser.parse_args(argv)
-    return run_demo(args.model)
+    return run_demo(args.model, memory=not args.skip_memory)
 
 
 if __name__ == "__main__":

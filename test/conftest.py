@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,8 @@ def pytest_configure(config) -> None:
     # Domain ids 1..101 stay clear of the default 0 and of Fast DDS's port limit (232).
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_shm.xml"))
+    # Nodes keep their memory under $ROS_HOME (~/.ros by default): never the developer's own during tests.
+    os.environ["ROS_HOME"] = tempfile.mkdtemp(prefix="oryx_ros_test_ros_home_")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     # Child processes must import this checkout (and the generated interfaces already on the path).

@@ -239,6 +239,7 @@ class CameraIngest:
         max_decode_pixels: int | None = None,
         workers: bool = False,
         worker_queue: int = DEFAULT_WORKER_QUEUE,
+        on_stored: Callable[[Frame], None] | None = None,
     ) -> None:
         """
         Args:
@@ -265,6 +266,8 @@ class CameraIngest:
                 needs them; False decodes every frame (the stored frames and sets are the same).
             max_decode_pixels: largest image area decoded (``max_pixels`` of the codec); default the
                 codec's. Settable at run time (attribute of the same name).
+            on_stored: called (on the camera's thread, must not block) with every frame the buffer stores,
+                e.g. the long-horizon memory's keyframe recorder.
             workers: callbacks only queue the message; one thread per camera processes its messages in
                 arrival order (see the module docstring). False processes in the callback (deterministic
                 for tests driving a SingleThreadedExecutor).
@@ -279,6 +282,7 @@ class CameraIngest:
         self._logger = node.get_logger()
         self._configs = {camera.name: camera for camera in cameras}
         self._buffer = buffer
+        self._on_stored = on_stored
         # Items are stored Frames, or _Parts left undecoded (refused by the per-camera rate cap).
         self._sync: ApproximateTimeSynchronizer[Any] = synchronizer or ApproximateTimeSynchronizer(
             names, DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_NS, dead_camera_timeout_ns=DEFAULT_DEAD_CAMERA_TIMEOUT_NS,
@@ -680,6 +684,8 @@ class CameraIngest:
                 elif refusal is None and isinstance(item, Frame):
                     stored = self._buffer.add(item)
                     counters.stored += int(stored is not None)
+                    if stored is not None and self._on_stored is not None:
+                        self._on_stored(stored)
                     item = stored or item
                 if item is not None:
                     sets = self._sync.add(parts.camera, parts.stamp_ns, item)

@@ -57,8 +57,10 @@ def collect_messages(node: Node, message_type: type, topic: str, qos: QoSProfile
     return received
 
 
-def call_service(node: Node, request: Ask.Request, name: str = "/oryx/ask", timeout_s: float = 600.0) -> Ask.Response:
-    client = node.create_client(Ask, name)
+def call_service(node: Node, request: Any, name: str = "/oryx/ask", timeout_s: float = 600.0,
+                 service_type: type = Ask) -> Any:
+    """Call ``name`` (an Ask service unless ``service_type`` says otherwise) and wait for the response."""
+    client = node.create_client(service_type, name)
     try:
         if not client.wait_for_service(timeout_sec=min(timeout_s, 60.0)):
             raise TimeoutError(f"service {name} is not available")
@@ -115,6 +117,38 @@ def describe_result(result: Any, max_relations: int | None = None) -> str:
                   f"{obj.position.z:+.2f}) m, seen by {list(obj.cameras)}" for obj in scene.objects]
         lines += [f"     {rel.subject_id} {rel.predicate} {rel.object_id}  ({rel.source}, {rel.distance:.2f} m)"
                   for rel in scene.relations[:max_relations]]
+    return "\n".join(lines)
+
+
+def _clock(stamp: Any, origin_ns: int | None) -> str:
+    """A stamp as minutes:seconds after ``origin_ns``, or as seconds since the epoch without one."""
+    stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+    if origin_ns is None:
+        return f"{stamp_ns / 1e9:.1f}"
+    minutes, seconds = divmod((stamp_ns - origin_ns) / 1e9, 60)
+    return f"{int(minutes):02d}:{seconds:04.1f}"
+
+
+def describe_moment(moment: Any, origin_ns: int | None = None) -> str:
+    """One recalled moment (MemoryMoment) as one line: time, score, cameras, objects with places, text."""
+    objects = ", ".join(f"{label} at ({p.x:+.2f}, {p.y:+.2f}, {p.z:+.2f})"
+                        for label, p in zip(moment.object_labels, moment.object_positions, strict=False))
+    return (f"t={_clock(moment.stamp, origin_ns)} score {moment.score:.2f} cameras {list(moment.cameras)}"
+            + (f" objects [{objects}] in {moment.objects_frame!r}" if objects else "")
+            + f": {moment.description[:60]!r}")
+
+
+def describe_evidence(evidence: Any, origin_ns: int | None = None, max_frames: int = 8) -> str:
+    """An Evidence message as indented lines: the memory search, its moments, and the frames used."""
+    lines = []
+    if evidence.memory_query:
+        lines.append(f"   evidence: memory searched for {evidence.memory_query!r}, {len(evidence.moments)} moment(s)")
+        lines += ["     " + describe_moment(m, origin_ns) for m in evidence.moments]
+    frames = list(evidence.frames)
+    lines.append(f"   frames used: {len(frames)} ({evidence.frames_from_memory} from memory, "
+                 f"{evidence.frames_dropped} in the window left out)")
+    shown = [f for f in frames if f.reason == "retrieved"][:max_frames] or frames[:max_frames]
+    lines += [f"     t={_clock(f.stamp, origin_ns)} {f.camera} from {f.source} ({f.reason})" for f in shown]
     return "\n".join(lines)
 
 

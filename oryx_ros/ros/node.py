@@ -50,16 +50,17 @@ from std_msgs.msg import Header
 
 from oryx_ros.action import Ask as AskAction
 from oryx_ros.model.planner import PlanError
-from oryx_ros.msg import SceneDescription, SceneGraph
+from oryx_ros.msg import Evidence, SceneDescription, SceneGraph
 from oryx_ros.perception.frames import Frame
 from oryx_ros.ros.conversions import ns_to_stamp
 from oryx_ros.ros.inference_worker import CancelToken, DeadlineExceededError, InferenceWorker, WorkerBusyError
+from oryx_ros.ros.model_backend import is_local
 from oryx_ros.ros.parameters import CONFIG_FIELDS, NodeConfig, check_parameter, declare_parameters, descriptor_range
 from oryx_ros.ros.process_memory import tune_malloc
 from oryx_ros.ros.requests import RequestError, RequestLimits, escape_prompt_text, spread_frame_cap, validate_request
 from oryx_ros.ros.scene_messages import scene_graph_message, scene_graph_of, scene_markers
-from oryx_ros.ros.startup import StartupError, check_model_settings, explain_load_error, report
-from oryx_ros.srv import Ask
+from oryx_ros.ros.startup import StartupError, report
+from oryx_ros.srv import Ask, Recall
 
 NS_PER_S = 1_000_000_000
 NEVER_NS = 1 << 62  # a duration no stamp gap reaches
@@ -72,6 +73,7 @@ ENCODE_AHEAD_PERIOD_S = 0.25  # how often an idle node looks for newly stored fr
 # Plans of encode-ahead reserve this question's text tokens: the frames differ from a real question's only
 # when the context budget, not the frame cap, limits the plan.
 TYPICAL_QUESTION = "What do the cameras show, and what has changed in the last seconds?"
+POSE_MAX_GAP_NS = NS_PER_S  # a pose further than this from a frame's stamp is not that frame's pose
 
 
 @dataclass(frozen=True)
@@ -98,10 +100,11 @@ class AskOutcome:
     compression: str = ""
     latency_s: float = 0.0
     cancelled: bool = False
+    evidence: Evidence = field(default_factory=Evidence)
 
     def fill(self, message: Any) -> Any:
         for name in ("success", "error", "answer", "scene", "frames_used", "visual_tokens", "compression",
-                     "latency_s"):
+                     "latency_s", "evidence"):
             setattr(message, name, getattr(self, name))
         if hasattr(message, "cancelled"):
             message.cancelled = self.cancelled
@@ -157,6 +160,8 @@ class OryxCore:
         self.ingest: Any = None
         self.worker: InferenceWorker | None = None
         self.spatial: Any = None
+        self.memory: Any = None  # MemoryAdapter when memory.enabled
+        self.recall_service: Any = None
         self._publishers: list[Any] = []
         self.ask_service: Any = None
         self.ask_action: Any = None
@@ -213,6 +218,7 @@ class OryxCore:
         )
         self.worker = InferenceWorker(max_queue=config.queue_size)
         self.spatial = self._load_spatial()
+        self.memory = self._open_memory()
         latched = QoSProfile(depth=1, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=QoSReliabilityPolicy.RELIABLE)
         node = self.node
@@ -224,6 +230,9 @@ class OryxCore:
         self.marked_views_pub = node.create_publisher(Image, "~/marked_views", 2)
         self.diagnostics_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.ask_service = node.create_service(Ask, "~/ask", self._on_ask_service, callback_group=self.service_group)
+        if self.memory is not None:
+            self.recall_service = node.create_service(Recall, "~/recall", self._on_recall_service,
+                                                      callback_group=self.service_group)
         self.ask_action = ActionServer(
             node, AskAction, "~/ask", execute_callback=self._on_ask_action, goal_callback=self._on_goal,
             cancel_callback=lambda _goal: CancelResponse.ACCEPT, callback_group=self.action_group,
@@ -254,7 +263,8 @@ class OryxCore:
         # camera's worker thread decodes and stores, so one camera's slow decode never stalls another.
         clock = self.node.get_clock()
         self.ingest = CameraIngest(self.node, config.cameras, self.buffer, synchronizer=synchronizer, qos=qos,
-                                   now_ns=lambda: clock.now().nanoseconds, workers=True)
+                                   now_ns=lambda: clock.now().nanoseconds, workers=True,
+                                   on_stored=self.memory.offer if self.memory is not None else None)
         # /clock going back (sim reset, bag looping with --clock) confirms a time jump at once.
         ingest = self.ingest
         self._clock_jump_handle = clock.create_jump_callback(
@@ -304,6 +314,12 @@ class OryxCore:
         if self.ask_service is not None:
             self.node.destroy_service(self.ask_service)
             self.ask_service = None
+        if self.recall_service is not None:
+            self.node.destroy_service(self.recall_service)
+            self.recall_service = None
+        if self.memory is not None:
+            self.memory.close()
+            self.memory = None
         for publisher in self._publishers:
             self.node.destroy_publisher(publisher)
         self._publishers = []
@@ -312,47 +328,33 @@ class OryxCore:
 
     # ------------------------------------------------------------------------------------------ set-up
     def _load_model(self) -> None:
-        """Raises StartupError (one line naming the parameter and the fix) for settings that cannot work:
-        the cheap ones are checked before torch loads anything."""
-        config = self.config
-        check_model_settings(config.model_path, config.model_device, config.model_dtype, config.attn_implementation,
-                             config.resize_backend)
+        from oryx_ros.ros.model_backend import load_engine
 
-        import torch
-
-        from oryx_ros.model.engine import OryxEngine
-        from oryx_ros.model.planner import PlanPolicy
-
-        path = config.model_path
-        if not path:
-            from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
-
-            path = str(ensure_tiny_checkpoint())
-            self.log.warning("=" * 78)
-            self.log.warning("model.path is empty: using the bundled TINY RANDOM Oryx checkpoint at " + path)
-            self.log.warning("Its answers are meaningless. Set model.path to a real checkpoint (e.g. Oryx-7B).")
-            self.log.warning("=" * 78)
-        started = time.monotonic()
-        # "auto" spreads a 34B/32B checkpoint over all visible GPUs (accelerate placement, whole decoder layers).
-        multi_gpu = config.model_device == "auto"
-        try:
-            self.engine = OryxEngine.from_pretrained(
-                path, device="cuda" if multi_gpu else config.model_device, device_map="auto" if multi_gpu else None,
-                dtype=getattr(torch, config.model_dtype),
-                attn_implementation=config.attn_implementation, allow_pickle=config.allow_pickle,
-                resize_backend=config.resize_backend,
-                cache_bytes=int(config.token_cache_megabytes * 1024 * 1024),
-                policy=PlanPolicy(min_frames_at_4x=config.min_frames_at_4x, auto_max_frames_4x=config.max_frames_4x,
-                                  auto_max_frames_16x=config.max_frames_16x),
-                max_context=config.max_context_tokens or None)
-        except Exception as error:
-            explained = explain_load_error(error, path, config.model_device)
-            if explained is None:
-                raise
-            raise explained from error
+        self.engine = load_engine(self.config, self.log)
         self.model_name = self.engine.model_name
-        self.log.info(f"loaded {self.model_name} on {config.model_device} ({config.model_dtype}) "
-                      f"in {time.monotonic() - started:.1f} s, context {self.engine.context_limit} tokens")
+
+    def _open_memory(self) -> Any:
+        """The long-horizon memory (memory.*), None when off. A store that cannot open is a start-up error."""
+        if not self.config.memory_enabled:
+            return None
+        from oryx_ros.ros.memory_adapter import MemoryAdapter
+
+        try:
+            return MemoryAdapter(self.config, self.node.get_fully_qualified_name(), self._pose_at, self.log)
+        except Exception as error:
+            raise StartupError(f"cannot open the memory store: {error}; fix memory.url / memory.directory or "
+                               "set memory.enabled false", "memory.url") from error
+
+    def _pose_at(self, stamp_ns: int) -> Any:
+        """The robot pose (memory record) at a stamp, from the pose topic; None without one."""
+        if self.spatial is None:
+            return None
+        found = self.spatial.pose_at(stamp_ns, POSE_MAX_GAP_NS)
+        if found is None:
+            return None
+        from oryx_ros.ros.memory_adapter import pose_record
+
+        return pose_record(*found)
 
     def _load_spatial(self) -> Any:
         try:
@@ -393,6 +395,9 @@ class OryxCore:
         if {"sync.slop_s", "sync.dead_camera_timeout_s", "sensor.max_decode_pixels",
                 "sensor.future_tolerance_s"} & changed.keys():
             self._apply_sensor_settings()
+        if self.memory is not None and {"memory.keyframe_hz", "memory.quality", "memory.max_megabytes",
+                                        "memory.max_age_h"} & changed.keys():
+            self.memory.apply_settings(self.config)
         if {"spatial.base_frame", "spatial.max_objects", "spatial.viewpoint", "spatial.relations_per_object",
                 "spatial.relations_inverse", "spatial.model_labels"} & changed.keys():
             self._apply_spatial_settings()
@@ -437,9 +442,12 @@ class OryxCore:
 
     def _request_limits(self) -> RequestLimits:
         max_new_tokens = descriptor_range("ask.max_new_tokens")
+        window_s = self.config.buffer_window_s
+        if self.memory is not None:  # a question may reach back as far as the memory keeps
+            window_s = max(window_s, self.config.memory_max_age_h * 3600.0)
         return RequestLimits(
             cameras=tuple(camera.name for camera in self.config.cameras),
-            buffer_window_s=self.config.buffer_window_s,
+            buffer_window_s=window_s,
             default_window_s=self._parameter("ask.default_window_s"),
             default_mode=self._parameter("ask.default_mode"),
             default_max_new_tokens=self._parameter("ask.max_new_tokens"),
@@ -507,8 +515,15 @@ class OryxCore:
             if valid.escaped:
                 self.log.info(f"question: escaped {valid.escaped} prompt-control sequence(s) (<image>, <|...|>)")
             question, mode, max_new_tokens = valid.question, valid.mode, valid.max_new_tokens
-            by_camera = self._select_frames(valid.cameras, valid.window_s, valid.max_frames)
-            max_frames = self._engine_frame_cap(by_camera, valid.max_frames)
+            chosen = None if valid.spatial else self._memory_frames(valid, window_given=bool(request.window_s))
+            if chosen is None:
+                by_camera = self._select_frames(valid.cameras, valid.window_s, valid.max_frames)
+                max_frames = self._engine_frame_cap(by_camera, valid.max_frames)
+            else:  # frames from RAM and disk, already within the budget; long windows go to 16x
+                by_camera, max_frames = chosen.by_camera, 0
+                mode = "video_long" if mode == "auto" else mode
+                newest = max(f.stamp_ns for frames in by_camera.values() for f in frames)
+                question = self.memory.prompt_with_moments(question, chosen.moments, newest)
             header = Header(frame_id=self.config.base_frame, stamp=self.node.get_clock().now().to_msg())
 
             def job(token: CancelToken) -> AskOutcome:
@@ -521,7 +536,9 @@ class OryxCore:
                 result = self.engine.answer(question, self._visuals(by_camera), mode=mode,
                                             max_new_tokens=max_new_tokens, max_frames=max_frames,
                                             on_token=on_token, cancel=cancelled)
-                return self._outcome(result, token)
+                outcome = self._outcome(result, token)
+                outcome.evidence = self._evidence(by_camera, result, chosen)
+                return outcome
 
             deadline_s = self._parameter("ask.deadline_s")
             future, token = self.worker.submit(job, deadline_s=deadline_s)
@@ -540,6 +557,63 @@ class OryxCore:
             outcome = AskOutcome(error=INTERNAL_ERROR)
         outcome.latency_s = time.monotonic() - started
         return outcome
+
+    def _memory_frames(self, valid: Any, window_given: bool) -> Any:
+        """Frames from RAM and memory for a question that needs the memory: a recall question ("when did
+        you last see X?"; over the whole memory unless it gives a window), or a window reaching before the
+        oldest buffered frame. None when the RAM buffer alone serves the question."""
+        if self.memory is None:
+            return None
+        lookup = self.memory.lookup(valid.question)
+        cameras = list(valid.cameras)
+        stats = self.buffer.camera_stats()
+        ram_newest = [s.newest_stamp_ns for c in cameras if (s := stats.get(c)) and s.newest_stamp_ns is not None]
+        ram_oldest = [s.oldest_stamp_ns for c in cameras if (s := stats.get(c)) and s.oldest_stamp_ns is not None]
+        memory_oldest, memory_newest = self.memory.span_ns()
+        newest = max(ram_newest, default=memory_newest)
+        if newest is None:
+            return None  # nothing anywhere: the RAM path gives the usual error
+        if lookup.recall and not window_given:
+            start = min(memory_oldest if memory_oldest is not None else newest, min(ram_oldest, default=newest))
+        else:
+            start = newest - int(valid.window_s * NS_PER_S)
+            ram_covers = bool(ram_oldest) and len(ram_oldest) == len(cameras) and start >= max(ram_oldest)
+            before_ram = max(ram_oldest, default=newest + 1)
+            if not lookup.recall and (ram_covers or not self.memory.holds_keyframes(cameras, start, before_ram)):
+                return None
+        ram: dict[str, list[Frame]] = {name: [] for name in cameras}
+        for frame in self.buffer.query(cameras=cameras, start_ns=start, end_ns=newest):
+            ram[frame.camera].append(frame)
+        budget = valid.max_frames or self._parameter("memory.ask_max_frames")
+        return self.memory.frames_for_question(lookup, cameras, start, newest, ram, budget,
+                                               self._parameter("memory.recall_moments"), relevance_share=0.5)
+
+    def _evidence(self, by_camera: dict[str, list[Frame]], result: Any, chosen: Any = None) -> Evidence:
+        """The frames the model used (the plan may leave some out to fit the context) and their sources."""
+        from oryx_ros.ros.memory_adapter import evidence_message
+
+        used, offered = {}, 0
+        for item, (camera, frames) in enumerate(by_camera.items()):
+            offered += len(frames)
+            indices = result.plan.used_frames(item) if result.plan is not None else range(len(frames))
+            used[camera] = [frames[i] for i in indices if 0 <= i < len(frames)]
+        dropped = offered - sum(len(frames) for frames in used.values()) + (chosen.dropped if chosen else 0)
+        return evidence_message(used, chosen, self._pose_at if self.spatial is not None else None, dropped)
+
+    def _on_recall_service(self, request: Recall.Request, response: Recall.Response) -> Recall.Response:
+        from oryx_ros.ros.memory_adapter import moment_message
+
+        try:
+            moments = self.memory.recall(request, self._parameter("ask.max_question_chars"))
+            response.moments = [moment_message(m) for m in moments]
+            response.success = True
+        except RequestError as error:
+            response.error = str(error)
+        except Exception as error:  # a store failure is reported, the node keeps serving
+            self.log.error(f"recall failed ({type(error).__name__}: {error})")
+            self.log.debug("".join(traceback.format_exception(error)))
+            response.error = INTERNAL_ERROR
+        return response
 
     def _wait(self, future: Future, token: CancelToken, cancel_requested: Callable[[], bool] | None) -> AskOutcome:
         """The job's outcome. Waiting in slices lets a cancel (the client's, or the node stopping) reach a
@@ -702,7 +776,8 @@ class OryxCore:
     def _maybe_encode_ahead(self) -> None:
         """Timer: while the worker is idle and new frames are stored, put one encode-ahead job in its
         background slot (a question or description submitted meanwhile preempts it)."""
-        if self._stopping or not self.config.encode_on_arrival or self.engine.cache.max_bytes == 0:
+        if (self._stopping or not self.config.encode_on_arrival or not is_local(self.engine)
+                or self.engine.cache.max_bytes == 0):
             self._encode_ahead_state = "off"
             return
         windows = self._encode_windows()
@@ -793,6 +868,8 @@ class OryxCore:
             cameras=list(by_camera), frames=result.frames_used, visual_tokens=result.visual_tokens,
             compression=result.compression, latency_s=time.monotonic() - started, model=self.model_name)
         self.description_pub.publish(message)
+        if self.memory is not None:
+            self.memory.record_description(result.text, used, scene)
         if scene is not None:
             graph = scene_graph_of(Header(stamp=message.header.stamp, frame_id=scene.frame_id), scene)
             self._publish_scene(graph, scene)
@@ -845,12 +922,27 @@ class OryxCore:
             "encode_ahead_failed": self._encode_ahead_failed + worker.background_failed,
             **(dict(zip(("last_ask_frames_encoded", "last_ask_frames_from_cache"), self._last_ask_frames,
                         strict=True)) if self._last_ask_frames else {}),
-            **{f"token_cache_{k}": v for k, v in vars(self.engine.cache_stats()).items()},
+            **({f"token_cache_{k}": v for k, v in vars(self.engine.cache_stats()).items()}
+               if is_local(self.engine) else {"backend": "remote", "endpoint": self.config.model_endpoint,
+                                               "fallbacks": getattr(self.engine, "fallbacks", 0)}),
             **(dict(zip(("last_description_new_tokens", "last_description_text_tokens",
                          "last_description_visual_tokens"), self._last_description_tokens, strict=True))
                if self._last_description_tokens else {})}))
+        if self.memory is not None:
+            array.status.append(status("memory", *self._memory_health()))
         array.status.append(status("parameters in effect", DiagnosticStatus.OK, "ok", self._settings_in_effect()))
         self.diagnostics_pub.publish(array)
+
+    def _memory_health(self) -> tuple[bytes, str, dict[str, Any]]:
+        """WARN while the store refuses writes (disk full, server down): frames are then not remembered."""
+        try:
+            values = self.memory.diagnostics()
+        except Exception as error:  # a server that went away: say so, keep publishing the rest
+            return DiagnosticStatus.ERROR, f"memory store unavailable: {error}", {}
+        problem = self.memory.recorder.last_error
+        if problem:
+            return DiagnosticStatus.WARN, f"memory writes failing: {problem}", values
+        return DiagnosticStatus.OK, "ok", values
 
     def _camera_health(self, camera: str, counter: Any, newest_ns: int | None, now_ns: int
                        ) -> tuple[bytes, str, dict[str, str]]:
@@ -909,6 +1001,11 @@ class OryxCore:
             values["spatial.relations_inverse"] = "on" if params.relations.inverse else "off"
             values["spatial.model_labels"] = "on" if self.spatial.labels_enabled else "off"
             values["spatial.label_questions"] = self.spatial.label_questions
+        if self.memory is not None:
+            values["memory.keyframe_hz"] = f"{self.memory.recorder.keyframe_hz:g}"
+            values["memory.quality"] = self.memory.recorder.quality
+            values["memory.max_megabytes"] = f"{self.memory.store.max_bytes / (1024 * 1024):g}"
+            values["memory.max_age_h"] = f"{self.memory.store.max_age_ns / NS_PER_S / 3600:g}"
         return values
 
 

@@ -91,6 +91,24 @@ class NodeConfig:
     relations_per_object: int = 0
     relations_inverse: bool = True
     model_labels: str = "auto"
+    model_backend: str = "local"
+    model_endpoint: str = ""
+    model_api_key_env: str = "ORYX_API_KEY"
+    model_timeout_s: float = 60.0
+    model_fallback_local: bool = False
+    memory_enabled: bool = True
+    memory_url: str = ""
+    memory_directory: str = ""
+    memory_robot: str = ""
+    memory_keyframe_hz: float = 1.0
+    memory_max_pixels: int = 640 * 480
+    memory_encoding: str = "jpeg"
+    memory_quality: int = 90
+    memory_max_megabytes: float = 4096.0
+    memory_max_age_h: float = 24.0
+    memory_embedding_model: str = ""
+    memory_ask_max_frames: int = 32
+    memory_recall_moments: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,6 +116,9 @@ class NodeConfig:
 FIXED_SUBSCRIPTIONS = "read-only: changing it needs new subscriptions; set it at launch"
 FIXED_MODEL = "read-only: changing it needs the model loaded again; set it at launch"
 FIXED_STORAGE = "read-only: changing it needs a new frame buffer / worker queue; set it at launch"
+FIXED_MEMORY = "read-only: changing it needs the memory store opened again; set it at launch"
+BACKENDS = ("local", "remote")
+KEYFRAME_ENCODINGS = ("jpeg", "png")
 
 
 def _float(description: str, low: float, high: float, **kwargs: Any) -> ParameterDescriptor:
@@ -148,6 +169,18 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         f"preprocessing resize: {', '.join(RESIZE_BACKENDS)} (exact = Pillow bicubic, bit-equal to the official code; "
         "fast = torch's antialiased bicubic, within 1-3 levels, same greedy ids in the parity tests, 6-8x faster)",
         **_fixed(FIXED_MODEL))),
+    "model.backend": ("local", _text(
+        "local = run the model in this process; remote = ask an Oryx server (oryx-ros serve) or another "
+        "OpenAI-compatible server at model.endpoint", **_fixed(FIXED_MODEL))),
+    "model.endpoint": ("", _text("base URL of the model server for model.backend remote, e.g. http://gpu1:8000",
+                                 **_fixed(FIXED_MODEL))),
+    "model.api_key_env": ("ORYX_API_KEY", _text(
+        "environment variable holding the model server's API key (never the key itself: parameters are readable "
+        "by anyone on the ROS graph); unset = no key", **_fixed(FIXED_MODEL))),
+    "model.timeout_s": (60.0, _float("remote backend: seconds without a byte from the server before a request "
+                                     "fails (then retried with backoff)", 0.1, 3600.0, **_fixed(FIXED_MODEL))),
+    "model.fallback_local": (False, _text("remote backend: when the server is unreachable, answer with the local "
+                                          "model at model.path (loaded at start)", **_fixed(FIXED_MODEL))),
     "planner.min_frames_at_4x": (16, _int(
         "auto mode switches a camera's clip to 16x when 4x would keep fewer frames than this", 1, 4096,
         **_fixed(FIXED_MODEL))),
@@ -193,6 +226,31 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "spatial.model_labels": ("auto", _text(f"name the marked objects with one extra generation over the marked "
                                            f"views: {', '.join(MODEL_LABELS)} (auto = on with a checkpoint in "
                                            "model.path, off for the bundled tiny random model)")),
+    "memory.enabled": (True, _text("keep a long-horizon memory of keyframes and descriptions on disk",
+                                   **_fixed(FIXED_MEMORY))),
+    "memory.url": ("", _text("empty = SQLite in memory.directory; postgresql://user@host/db = a shared server",
+                             **_fixed(FIXED_MEMORY))),
+    "memory.directory": ("", _text("SQLite directory; empty = $ROS_HOME/oryx_memory/<robot> (~/.ros by default)",
+                                   **_fixed(FIXED_MEMORY))),
+    "memory.robot": ("", _text("this robot's name in a shared memory; empty = the node's full name",
+                               **_fixed(FIXED_MEMORY))),
+    "memory.keyframe_hz": (1.0, _float("keyframes stored per second per camera (at most buffer.max_rate_hz)",
+                                       0.001, 30.0)),
+    "memory.max_pixels": (640 * 480, _int("keyframes are downscaled to at most this many pixels (the 4x/16x "
+                                          "paths' input size)", 4096, 1 << 24, **_fixed(FIXED_MEMORY))),
+    "memory.encoding": ("jpeg", _text(f"keyframe encoding: {', '.join(KEYFRAME_ENCODINGS)}",
+                                      **_fixed(FIXED_MEMORY))),
+    "memory.quality": (90, _int("JPEG quality of new keyframes", 1, 100)),
+    "memory.max_megabytes": (4096.0, _float("disk budget of the memory, MB; the oldest keyframes go first",
+                                            0.01, 1.0e8)),
+    "memory.max_age_h": (24.0, _float("keyframes and entries older than this behind the newest are evicted, hours",
+                                      0.001, 1.0e5)),
+    "memory.embedding_model": ("", _text(
+        "local sentence-transformers model directory for semantic search (never downloaded); empty = full-text "
+        "search only", **_fixed(FIXED_MEMORY))),
+    "memory.ask_max_frames": (32, _int("frames a question reaching into memory gets when it asks for 0, spread over "
+                                       "the cameras (retrieved moments first, then even coverage)", 1, MAX_FRAMES)),
+    "memory.recall_moments": (3, _int("memory moments retrieved for a question (0 = coverage only)", 0, 50)),
     "sensor.max_decode_pixels": (DEFAULT_MAX_DECODE_PIXELS, _int(
         "largest image area decoded (width x height, from the header); larger images are rejected",
         1, 1 << 31)),
@@ -228,6 +286,14 @@ CONFIG_FIELDS: dict[str, str] = {
     "spatial.relations_inverse": "relations_inverse", "spatial.model_labels": "model_labels",
     "sensor.max_decode_pixels": "max_decode_pixels", "sensor.future_tolerance_s": "future_tolerance_s",
     "qos.sensor_reliable": "sensor_qos_reliable", "qos.sensor_depth": "sensor_qos_depth",
+    "model.backend": "model_backend", "model.endpoint": "model_endpoint", "model.api_key_env": "model_api_key_env",
+    "model.timeout_s": "model_timeout_s", "model.fallback_local": "model_fallback_local",
+    "memory.enabled": "memory_enabled", "memory.url": "memory_url", "memory.directory": "memory_directory",
+    "memory.robot": "memory_robot", "memory.keyframe_hz": "memory_keyframe_hz",
+    "memory.max_pixels": "memory_max_pixels", "memory.encoding": "memory_encoding",
+    "memory.quality": "memory_quality", "memory.max_megabytes": "memory_max_megabytes",
+    "memory.max_age_h": "memory_max_age_h", "memory.embedding_model": "memory_embedding_model",
+    "memory.ask_max_frames": "memory_ask_max_frames", "memory.recall_moments": "memory_recall_moments",
 }
 
 CAMERA_PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -327,6 +393,14 @@ def check_parameter(name: str, value: Any, value_of: Callable[[str], Any], camer
         return f"spatial.pose_type must be odometry or pose_stamped, got {value!r}"
     if name == "spatial.viewpoint" and value and value not in (cameras := list(value_of("cameras.names"))):
         return f"spatial.viewpoint must be empty (the base frame) or one of the cameras {cameras}, got {value!r}"
+    if name == "model.backend" and value not in BACKENDS:
+        return f"model.backend must be one of {BACKENDS}, got {value!r}"
+    if name == "model.backend" and value == "remote" and not value_of("model.endpoint").strip():
+        return "model.backend remote needs model.endpoint (the server's base URL, e.g. http://gpu1:8000)"
+    if name == "memory.encoding" and value not in KEYFRAME_ENCODINGS:
+        return f"memory.encoding must be one of {KEYFRAME_ENCODINGS}, got {value!r}"
+    if name == "memory.url" and value and not value.startswith(("postgresql://", "postgres://", "sqlite")):
+        return f"memory.url must be empty (SQLite) or a postgresql:// URL, got {value.split('@')[-1]!r}"
     if name == "spatial.model_labels" and value not in MODEL_LABELS:
         return f"spatial.model_labels must be one of {MODEL_LABELS}, got {value!r}"
     return None

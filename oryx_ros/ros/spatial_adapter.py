@@ -108,6 +108,18 @@ class SpatialAdapter:
             if len(self._poses) > POSE_HISTORY:
                 del self._pose_stamps[0], self._poses[0]
 
+    def pose_at(self, stamp_ns: int, max_gap_ns: int) -> tuple[Pose, str] | None:
+        """(T_world_from_base, world frame) of the pose nearest ``stamp_ns``, None when none is that close."""
+        with self._lock:
+            i = bisect.bisect(self._pose_stamps, stamp_ns)
+            near = [j for j in (i - 1, i) if 0 <= j < len(self._poses)]
+            if not near:
+                return None
+            nearest = min(near, key=lambda j: abs(self._pose_stamps[j] - stamp_ns))
+            if abs(self._pose_stamps[nearest] - stamp_ns) > max_gap_ns:
+                return None
+            return self._poses[nearest], self.params.world_frame
+
     def _poses_for(self, frames: Sequence[Frame]) -> Mapping[int, Pose] | None:
         """The pose nearest in time to each frame's stamp; None when no pose topic has spoken."""
         with self._lock:

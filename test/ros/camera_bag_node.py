@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,15 @@ def start_node(command: str, params: Path, env: dict[str, str], output: Path | i
     """The node process (``command``: ``node`` or ``lifecycle-node``); text output to ``output``."""
     out = open(output, "w") if isinstance(output, Path) else output  # noqa: SIM115 (the child holds it)
     return subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", command, "--ros-args", "--params-file",
-                             str(params), *extra_args], env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+                             str(params), *private_memory(params), *extra_args], env=env, stdout=out,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def private_memory(params: Path) -> tuple[str, ...]:
+    """ROS arguments giving a node started with ``params`` a memory store of its own, next to the file (tests
+    replay the same stamps into many nodes; a shared store would mix their keyframes)."""
+    directory = tempfile.mkdtemp(prefix="memory-", dir=params.parent)
+    return ("-p", f"memory.directory:={directory}")
 
 
 def stop_node(process: subprocess.Popen, timeout_s: float = 20.0) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
+from camera_bag_node import private_memory
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rcl_interfaces.srv import GetParameters, SetParameters
@@ -198,7 +199,7 @@ def scene_node_running(params: Path, bag: Path, topics: list[str], client_name: 
     failure)."""
     log = open(params.with_suffix(".log"), "w+")  # noqa: SIM115 (closed at the end)
     process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
-                                str(params)], stdout=log, stderr=subprocess.STDOUT)
+                                str(params), *private_memory(params)], stdout=log, stderr=subprocess.STDOUT)
     with rclpy.init():
         client = Node(client_name)
         try:

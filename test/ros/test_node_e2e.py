@@ -29,6 +29,7 @@ from camera_bag_node import (
     WIDTH,
     Bag,
     domain_env,
+    private_memory,
     replay_into,
     start_node,
     stop_node,
@@ -70,7 +71,7 @@ def node_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subproces
     params = _write_params(tmp_path_factory.mktemp("params") / "oryx.yaml")
     log = open(params.parent / "node.log", "w+")  # noqa: SIM115 (closed at teardown)
     process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
-                                str(params)], stdout=log, stderr=subprocess.STDOUT)
+                                str(params), *private_memory(params)], stdout=log, stderr=subprocess.STDOUT)
     yield process
     process.send_signal(signal.SIGINT)
     try:

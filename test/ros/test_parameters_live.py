@@ -30,6 +30,7 @@ from live_node import (
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from oryx_ros.memory.questions import content_words
 from oryx_ros.msg import SceneDescription
 from oryx_ros.perception.image_codec import numpy_to_image
 from oryx_ros.ros.conversions import ns_to_stamp, stamp_to_ns
@@ -406,6 +407,112 @@ def _max_decode_pixels(live: Live) -> None:
     live.statuses(lambda s: int(s["camera probe"][2]["frames"]) > frames)
 
 
+def _memory(live: Live, key: str) -> float:
+    return float(live.statuses()["memory"][2][f"memory {key}"])
+
+
+def _wait_memory(live: Live, key: str, at_least: float) -> float:
+    """The memory counter ``key`` once it reaches ``at_least`` (the recorder writes on its own thread)."""
+    statuses = live.statuses(lambda s: float(s["memory"][2][f"memory {key}"]) >= at_least, timeout_s=30)
+    return float(statuses["memory"][2][f"memory {key}"])
+
+
+def _publish_textured_probe(live: Live, count: int) -> None:
+    """Probe frames with texture (the JPEG size then depends on the quality), 0.1 s of stamps apart."""
+    rng = np.random.default_rng(count)
+    for _ in range(count):
+        live.probe_stamp_ns += 10**8
+        image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+        header = Header(stamp=ns_to_stamp(live.probe_stamp_ns, Time), frame_id="probe")
+        live.probe_pub.publish(numpy_to_image(image, "rgb8", Image, header=header))
+        live.spin(0.1)
+
+
+def _keyframe_hz(live: Live) -> None:
+    live.set_ok("memory.keyframe_hz", 0.001)  # one keyframe per 1000 s of stamps
+    live.in_effect("memory.keyframe_hz", "0.001")
+    offered, written = _memory(live, "recorder offered"), _memory(live, "recorder written")
+    live.publish_probe(6)
+    _wait_memory(live, "recorder offered", offered + 6)
+    assert _memory(live, "recorder written") <= written + 1
+    live.set_ok("memory.keyframe_hz", 30.0)
+    live.in_effect("memory.keyframe_hz", "30")
+    written = _memory(live, "recorder written")
+    live.publish_probe(6)
+    _wait_memory(live, "recorder written", written + 6)  # every frame (10 Hz of stamps) is a keyframe now
+    live.set_ok("memory.keyframe_hz", PARAMETERS["memory.keyframe_hz"][0])
+
+
+def _memory_quality(live: Live) -> None:
+    live.set_ok("memory.keyframe_hz", 30.0)
+    sizes = {}
+    for quality in (100, 5):
+        live.set_ok("memory.quality", quality)
+        live.in_effect("memory.quality", str(quality))
+        written, size = _memory(live, "recorder written"), _memory(live, "bytes")
+        _publish_textured_probe(live, 3)
+        _wait_memory(live, "recorder written", written + 3)
+        sizes[quality] = _memory(live, "bytes") - size
+    assert 0 < sizes[5] < sizes[100] / 2, sizes
+    live.set_ok("memory.quality", PARAMETERS["memory.quality"][0])
+    live.set_ok("memory.keyframe_hz", PARAMETERS["memory.keyframe_hz"][0])
+
+
+def _ask_max_frames(live: Live) -> None:
+    # A recall question is answered from RAM and memory within memory.ask_max_frames, spread over the cameras.
+    for budget in (len(CAMERAS), 2 * len(CAMERAS)):
+        live.set_ok("memory.ask_max_frames", budget)
+        response = live.ask(question="When did you last see the table?")
+        assert response.success, response.error
+        assert response.frames_used == len(response.evidence.frames) == budget, (budget, response.frames_used)
+    live.set_ok("memory.ask_max_frames", PARAMETERS["memory.ask_max_frames"][0])
+
+
+def _recall_moments(live: Live) -> None:
+    # Descriptions (every 0.5 s) are memory entries; a word of the last one finds it again.
+    words: list[str] = []
+    for _ in range(20):  # the tiny model's descriptions are 2 tokens long: a few of them hold a word
+        live.next_description()
+        words = [w for d in live.descriptions for w in content_words(d.text) if w.isalpha() and len(w) > 3]
+        if words:
+            break
+    assert words, "no description of the tiny model held a word to search for"
+    live.spin(1.5)  # the recorder commits the entry within its 0.5 s interval
+    question = f"When did you last see {words[-1]}?"
+    live.set_ok("memory.recall_moments", 0)
+    assert not live.ask(question=question).evidence.moments
+    live.set_ok("memory.recall_moments", 2)
+    moments = live.ask(question=question).evidence.moments
+    assert 1 <= len(moments) <= 2, len(moments)
+    live.set_ok("memory.recall_moments", PARAMETERS["memory.recall_moments"][0])
+
+
+def _memory_max_age(live: Live) -> None:
+    live.set_ok("memory.max_age_h", 0.001)  # 3.6 s behind the newest stamp
+    live.in_effect("memory.max_age_h", "0.001")
+    evicted = _memory(live, "evicted keyframes")
+    live.set_ok("memory.keyframe_hz", 30.0)
+    live.probe_stamp_ns += 10 * 10**9  # 10 s after everything stored: all of it is now too old
+    live.publish_probe(1)
+    _wait_memory(live, "evicted keyframes", evicted + 1)
+    live.set_ok("memory.max_age_h", PARAMETERS["memory.max_age_h"][0])
+    live.set_ok("memory.keyframe_hz", PARAMETERS["memory.keyframe_hz"][0])
+
+
+def _memory_max_megabytes(live: Live) -> None:
+    live.set_ok("memory.keyframe_hz", 30.0)
+    written = _memory(live, "recorder written")
+    _publish_textured_probe(live, 3)
+    _wait_memory(live, "recorder written", written + 3)
+    evicted = _memory(live, "evicted keyframes")
+    live.set_ok("memory.max_megabytes", 0.01)  # 10 KB: the textured keyframes do not fit
+    live.in_effect("memory.max_megabytes", "0.00999928")
+    _wait_memory(live, "evicted keyframes", evicted + 1)  # at the next commit (descriptions come every 0.5 s)
+    assert _memory(live, "bytes") <= 0.01 * 1024 * 1024
+    live.set_ok("memory.max_megabytes", PARAMETERS["memory.max_megabytes"][0])
+    live.set_ok("memory.keyframe_hz", PARAMETERS["memory.keyframe_hz"][0])
+
+
 def _future_tolerance(live: Live) -> None:
     # Last: a stamp near the wall clock moves the buffer's newest time far past the bag's (2023) stamps.
     live.set_ok("sensor.future_tolerance_s", 3600.0)
@@ -445,6 +552,12 @@ EFFECTS: dict[str, Callable[[Live], None]] = {
     "spatial.relations_inverse": _relations_inverse,
     "spatial.model_labels": _model_labels,
     "sensor.max_decode_pixels": _max_decode_pixels,
+    "memory.keyframe_hz": _keyframe_hz,
+    "memory.quality": _memory_quality,
+    "memory.ask_max_frames": _ask_max_frames,
+    "memory.recall_moments": _recall_moments,
+    "memory.max_age_h": _memory_max_age,
+    "memory.max_megabytes": _memory_max_megabytes,
     "sensor.future_tolerance_s": _future_tolerance,
 }
 
