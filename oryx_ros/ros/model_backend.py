@@ -77,6 +77,27 @@ def load_local_engine(config: NodeConfig, log: Any) -> Any:
     return engine
 
 
+def server_errors(engine: Any) -> tuple[type[Exception], ...]:
+    """The errors ``engine`` raises when its model server fails (empty for a local engine): the node answers
+    them with the server's own words instead of an internal error."""
+    if is_local(engine):
+        return ()
+    from oryx_ros.serving.remote_engine import RemoteEngineError
+
+    return (RemoteEngineError,)
+
+
+def model_name(engine: Any, config: NodeConfig, log: Any) -> str:
+    """The engine's model name; for a server not reachable at start-up, its endpoint (questions retry it)."""
+    errors = server_errors(engine)
+    try:
+        return engine.model_name
+    except errors as error:
+        log.warning(f"model server {config.model_endpoint} is not reachable yet ({error}); the node starts "
+                    "anyway and each question tries it again")
+        return f"remote:{config.model_endpoint}"
+
+
 def is_local(engine: Any) -> bool:
     """Whether ``engine`` runs here (its token cache can be filled ahead of questions)."""
     return hasattr(engine, "encode_into_cache") and hasattr(engine, "cache")

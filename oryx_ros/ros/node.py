@@ -171,6 +171,9 @@ class OryxCore:
         self._description_pending = False
         self._stopping = False
         self._in_flight = 0  # Ask requests (service or action) being answered
+        self._server_errors: tuple[type[Exception], ...] = ()  # the remote backend's failures
+        self._server_failures = 0
+        self._last_server_error = ""
         self._in_flight_changed = threading.Condition()
         self._descriptions_skipped_busy = 0
         # The running description's token: a question preempts it (descriptions are best effort, questions
@@ -328,10 +331,11 @@ class OryxCore:
 
     # ------------------------------------------------------------------------------------------ set-up
     def _load_model(self) -> None:
-        from oryx_ros.ros.model_backend import load_engine
+        from oryx_ros.ros.model_backend import load_engine, model_name, server_errors
 
         self.engine = load_engine(self.config, self.log)
-        self.model_name = self.engine.model_name
+        self.model_name = model_name(self.engine, self.config, self.log)
+        self._server_errors = server_errors(self.engine)
 
     def _open_memory(self) -> Any:
         """The long-horizon memory (memory.*), None when off. A store that cannot open is a start-up error."""
@@ -544,12 +548,19 @@ class OryxCore:
             future, token = self.worker.submit(job, deadline_s=deadline_s)
             self._preempt_description()
             outcome = self._wait(future, token, cancel_requested)
+            if outcome.success:
+                self._last_server_error = ""
             if outcome.cancelled and self._stopping:
                 outcome.error = SHUTTING_DOWN
         except (RequestError, WorkerBusyError, DeadlineExceededError) as error:
             outcome = AskOutcome(error=str(error))
         except PlanError as error:  # the planner's own words: what does not fit and what to change
             outcome = AskOutcome(error=f"the request does not fit the model's context: {error}")
+        except self._server_errors as error:  # the model server is down, slow or refused: say which
+            self._server_failures += 1
+            self._last_server_error = str(error)
+            self.log.warning(f"model server failed: {error}")
+            outcome = AskOutcome(error=f"model server: {error}")
         except Exception as error:  # the node keeps serving whatever a request does; no Python text to clients
             self.log.error(f"request failed with an internal error ({type(error).__name__}); "
                            "the traceback is logged at debug level")
@@ -907,7 +918,10 @@ class OryxCore:
             **{f"dropped_{reason}": count for reason, count in buffer.drop_counts().items()},
             **{f"frames_{name}": stats.count for name, stats in buffer.camera_stats().items()}}))
         worker = self.worker.stats()
-        array.status.append(status("model", DiagnosticStatus.OK, "busy" if worker.running else "idle", {
+        model_level, model_message = DiagnosticStatus.OK, "busy" if worker.running else "idle"
+        if self._last_server_error:  # cleared by the next answer the server gives
+            model_level, model_message = DiagnosticStatus.WARN, f"model server failing: {self._last_server_error}"
+        array.status.append(status("model", model_level, model_message, {
             "model": self.model_name, "device": self.config.model_device, "dtype": self.config.model_dtype,
             "queue_depth": worker.queued, "completed": worker.completed, "failed": worker.failed,
             "rejected_busy": worker.rejected_busy, "expired": worker.expired,
@@ -924,7 +938,9 @@ class OryxCore:
                         strict=True)) if self._last_ask_frames else {}),
             **({f"token_cache_{k}": v for k, v in vars(self.engine.cache_stats()).items()}
                if is_local(self.engine) else {"backend": "remote", "endpoint": self.config.model_endpoint,
-                                               "fallbacks": getattr(self.engine, "fallbacks", 0)}),
+                                               "fallbacks": getattr(self.engine, "fallbacks", 0),
+                                               "server_failures": self._server_failures,
+                                               "last_server_error": self._last_server_error}),
             **(dict(zip(("last_description_new_tokens", "last_description_text_tokens",
                          "last_description_visual_tokens"), self._last_description_tokens, strict=True))
                if self._last_description_tokens else {})}))
