@@ -54,7 +54,7 @@ def ensure_demo_scene() -> tuple[Path, Path, list[str]]:
     out = cache_dir() / "demo-scene-v1"
     bag, cameras = out / "bag", out / "cameras.yaml"
     if not (bag / "metadata.yaml").exists() or not cameras.exists():
-        print(f"rendering a synthetic 3-camera RGB-D scene into {out} (once)")
+        print(f"rendering a synthetic 3-camera RGB-D scene into {out} (once)", file=sys.stderr)
         scene = make_scene(DEMO_SEED, n_cameras=3, noise=None)
         partial = out.with_name(out.name + ".partial")
         if partial.exists():
@@ -198,7 +198,7 @@ def ensure_hour_bag() -> Path:
 
     out = cache_dir() / "demo-hour-v1"
     if not (out / "bag" / "metadata.yaml").exists():
-        print(f"rendering an hour of robot time into {out} (once)")
+        print(f"rendering an hour of robot time into {out} (once)", file=sys.stderr)
         partial = out.with_name(out.name + ".partial")
         if partial.exists():
             import shutil

@@ -34,6 +34,7 @@ MAX_RECALL_LIMIT = 100
 MOMENTS_IN_PROMPT = 3  # recalled moments written before the question (each a short line)
 MOMENT_TEXT_CHARS = 160  # description characters per moment in the prompt
 MIN_RELATIVE_SCORE = 0.1  # recalled moments scoring below this share of the best one are not used
+RECALL_CANDIDATES = 50  # matches a recall question looks through for the newest relevant ones
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,16 @@ class MemoryAdapter:
         at most, spread over the cameras."""
         moments: list[Moment] = []
         if lookup.text and recall_moments > 0:
+            # A recall question ("when did you last see X?") wants the newest good matches, not only the best
+            # scored: search wider, keep the relevant ones, then take the newest.
+            limit = max(recall_moments, RECALL_CANDIDATES) if lookup.recall else recall_moments
             moments = self.store.recall(RecallQuery(text=lookup.text, start_ns=start_ns, end_ns=end_ns,
-                                                    cameras=tuple(cameras), limit=recall_moments))
+                                                    cameras=tuple(cameras), limit=limit))
             # A moment matching one common word of several scores far below the best: no evidence of it.
             best = max((m.score for m in moments), default=0.0)
             moments = [m for m in moments if m.score >= MIN_RELATIVE_SCORE * best]
+            if lookup.recall:
+                moments = sorted(moments, key=lambda m: -m.entry.stamp_ns)[:recall_moments]
         by_camera: dict[str, list[Frame]] = {}
         sources: dict[int, tuple[str, str]] = {}
         poses: dict[int, Pose | None] = {}

@@ -105,6 +105,9 @@ def test_ask_when_last_seen_looks_again_at_the_moment(hour: HourNode) -> None:
     evidence = response.evidence
     assert evidence.memory_query == "red"  # "object" is in every colour label: not a word to search for
     assert evidence.moments and _within(hour, hour.seconds(evidence.moments[0].stamp), red)
+    # "last": the newest relevant moment comes first, near the end of the red box's interval.
+    assert red["end_s"] - hour.seconds(evidence.moments[0].stamp) <= 2 * hour.events["period_s"] + 60.0
+    assert [m.stamp.sec for m in evidence.moments] == sorted((m.stamp.sec for m in evidence.moments), reverse=True)
     retrieved = [f for f in evidence.frames if f.reason == EvidenceFrame.REASON_RETRIEVED]
     assert retrieved and all(f.source == EvidenceFrame.SOURCE_MEMORY for f in retrieved)
     assert all(_within(hour, hour.seconds(f.stamp), red) for f in retrieved), \
