@@ -165,11 +165,7 @@ def run_demo(model: str, memory: bool = True) -> int:
             else:
                 print("no scene description arrived within 60 s")
     finally:
-        node_process.send_signal(signal.SIGINT)
-        try:
-            node_process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node_process.kill()
+        _stop(node_process)
     if exit_code == 0 and memory:
         exit_code = run_memory_demo(model, env)
     _section("done")
@@ -258,11 +254,16 @@ def run_memory_demo(model: str, env: dict[str, str]) -> int:
                 print("   " + describe_moment(moment, events["start_ns"]))
             return 0 if response.success and response.evidence.moments else 1
     finally:
-        node_process.send_signal(signal.SIGINT)
-        try:
-            node_process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node_process.kill()
+        _stop(node_process)
+
+
+def _stop(node_process: subprocess.Popen) -> None:
+    """SIGINT (the node's orderly stop), then SIGKILL if it has not exited within 20 s."""
+    node_process.send_signal(signal.SIGINT)
+    try:
+        node_process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        node_process.kill()
 
 
 def _print_answer(question: str | None, response: Any) -> None:

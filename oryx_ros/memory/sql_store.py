@@ -135,23 +135,21 @@ class SqlMemoryStore(ABC):
         """Run ``write(cursor)`` in a transaction; on a full disk evict the oldest memories, lower the byte
         budget and try once more (a full disk must cost memories, never the recorder)."""
         with self._write_lock:
-            try:
-                with self._write() as cursor:
-                    return write(cursor)
-            except Exception as error:
-                if not self._is_disk_full(error):
-                    raise
-                self._on_disk_full(error)
-            try:
-                with self._write() as cursor:
-                    return write(cursor)
-            except Exception as error:
-                if not self._is_disk_full(error):
-                    raise
-                self.disk_full_events += 1
-                raise MemoryFullError(
-                    f"memory store {self.where} is still full after evicting down to {self._bytes / 1e6:.1f} MB: "
-                    "free disk space, or lower memory.max_megabytes") from error
+            for attempt in (1, 2):
+                try:
+                    with self._write() as cursor:
+                        return write(cursor)
+                except Exception as error:
+                    if not self._is_disk_full(error):
+                        raise
+                    if attempt == 1:
+                        self._on_disk_full(error)
+                        continue
+                    self.disk_full_events += 1
+                    raise MemoryFullError(
+                        f"memory store {self.where} is still full after evicting down to {self._bytes / 1e6:.1f} "
+                        "MB: free disk space, or lower memory.max_megabytes") from error
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _on_disk_full(self, error: BaseException) -> None:
         self.disk_full_events += 1

@@ -151,6 +151,19 @@ class _PlannedFrame(NamedTuple):
     bytes: int  # size of its embedding in the cache
 
 
+def checked_visuals(visuals: Sequence[VisualInput], mode: str, question: str) -> list[VisualInput]:
+    """The checks every answer's input passes (locally, or before a remote engine sends anything)."""
+    if mode not in ANSWER_MODES:
+        raise ValueError(f"mode must be one of {ANSWER_MODES}, got {mode!r}")
+    if DEFAULT_IMAGE_TOKEN in question:
+        raise ValueError(f"the question must not contain {DEFAULT_IMAGE_TOKEN}; pass visuals instead")
+    visuals = list(visuals)
+    for index, visual in enumerate(visuals):
+        if not isinstance(visual, VisualInput):
+            raise TypeError(f"visuals[{index}] must be a VisualInput, got {type(visual).__name__}")
+    return visuals
+
+
 class OryxEngine:
     """Oryx question answering over camera frames, with token planning, caching and streaming."""
 
@@ -264,7 +277,7 @@ class OryxEngine:
         ``'cancelled'`` and the tokens streamed so far. Raises :class:`~.planner.PlanError` when the request
         cannot fit the context and ``ValueError`` for malformed input.
         """
-        visuals = self._checked_visuals(visuals, mode, question)
+        visuals = checked_visuals(visuals, mode, question)
         max_new = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if max_new < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new}")
@@ -365,7 +378,7 @@ class OryxEngine:
         one, at every ViT block (:mod:`.cancellation`): a cancelled batch caches nothing, the batches
         before it stay. Raises :class:`~.planner.PlanError` and ``ValueError`` as :meth:`answer` does.
         """
-        visuals = self._checked_visuals(visuals, mode, question)
+        visuals = checked_visuals(visuals, mode, question)
         max_new = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if max_new < 1 or batch_frames < 1:
             raise ValueError(f"max_new_tokens and batch_frames must be >= 1, got {max_new}, {batch_frames}")
@@ -416,18 +429,6 @@ class OryxEngine:
                 return replace(report, cancelled=True)
             report = replace(report, encoded=report.encoded + encoded)
         return report
-
-    @staticmethod
-    def _checked_visuals(visuals: Sequence[VisualInput], mode: str, question: str) -> list[VisualInput]:
-        if mode not in ANSWER_MODES:
-            raise ValueError(f"mode must be one of {ANSWER_MODES}, got {mode!r}")
-        if DEFAULT_IMAGE_TOKEN in question:
-            raise ValueError(f"the question must not contain {DEFAULT_IMAGE_TOKEN}; pass visuals instead")
-        visuals = list(visuals)
-        for index, visual in enumerate(visuals):
-            if not isinstance(visual, VisualInput):
-                raise TypeError(f"visuals[{index}] must be a VisualInput, got {type(visual).__name__}")
-        return visuals
 
     # ------------------------------------------------------------------ prompt
     @staticmethod

@@ -41,10 +41,9 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from oryx_ros.model.engine import ANSWER_MODES, Answer, EncodeReport, OnTokenText, VisualInput
+from oryx_ros.model.engine import Answer, EncodeReport, OnTokenText, VisualInput, checked_visuals
 from oryx_ros.model.planner import ItemOffer, PlanPolicy, TokenPlan, default_token_counter, plan_visual_tokens
 from oryx_ros.model.preprocessing import ResizeConfig, image_sizes, video_frame_size
-from oryx_ros.model.prompting import DEFAULT_IMAGE_TOKEN
 from oryx_ros.model.resampling import resize_rgb, rgb_tensor
 from oryx_ros.model.token_cache import CacheStats
 
@@ -220,7 +219,7 @@ class RemoteEngine:
         server cannot answer. A cancelled answer has ``stop_reason`` ``'cancelled'``, the text streamed so far
         and no ``token_ids`` (the stream carries text)."""
         start = time.perf_counter()
-        visuals = _checked_visuals(visuals, mode, question)
+        visuals = checked_visuals(visuals, mode, question)
         info = self.server_info
         max_new = info.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if max_new < 1:
@@ -540,19 +539,6 @@ class RemoteEngine:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _checked_visuals(visuals: Sequence[VisualInput], mode: str, question: str) -> list[VisualInput]:
-    """The engine's input checks (``OryxEngine._checked_visuals``), before any network traffic."""
-    if mode not in ANSWER_MODES:
-        raise ValueError(f"mode must be one of {ANSWER_MODES}, got {mode!r}")
-    if DEFAULT_IMAGE_TOKEN in question:
-        raise ValueError(f"the question must not contain {DEFAULT_IMAGE_TOKEN}; pass visuals instead")
-    visuals = list(visuals)
-    for index, visual in enumerate(visuals):
-        if not isinstance(visual, VisualInput):
-            raise TypeError(f"visuals[{index}] must be a VisualInput, got {type(visual).__name__}")
-    return visuals
-
-
 def _signature(plan: TokenPlan, chosen: list[list[tuple[int, int]]] | None) -> tuple[Any, ...]:
     """What makes two plans give the same prompt: per planned item its modality, label and frames (mapped
     back to the offered frames through ``chosen`` for a plan of the outgoing request), and the token counts."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rclpy
+from live_node import node_running
 from rclpy.node import Node
 
 from oryx_ros.bags.hour_bag import write_hour_bag
@@ -48,28 +47,6 @@ class HourNode:
 
     def ask(self, **fields: Any) -> Ask.Response:
         return call_service(self.client, Ask.Request(**fields), "/oryx/ask", 300.0)
-
-
-@contextlib.contextmanager
-def node_running(params: Path, client_name: str) -> Iterator[tuple[subprocess.Popen, Node]]:
-    log = open(params.with_suffix(".log"), "a+")  # noqa: SIM115 (closed at the end)
-    process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
-                                str(params)], stdout=log, stderr=subprocess.STDOUT)
-    with rclpy.init():
-        client = Node(client_name)
-        try:
-            assert client.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=120), "node did not start"
-            yield process, client
-        finally:
-            client.destroy_node()
-            process.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=20)
-            if process.poll() is None:
-                process.kill()
-            log.seek(0)
-            print(log.read()[-6000:])
-            log.close()
 
 
 def replay_hour(bag: Path, topics: list[str]) -> None:

@@ -194,20 +194,29 @@ def live_node(directory: Path, client_name: str, extra_cameras: dict[str, dict[s
 @contextlib.contextmanager
 def scene_node_running(params: Path, bag: Path, topics: list[str], client_name: str
                        ) -> Iterator[tuple[subprocess.Popen, Node]]:
-    """The node process with ``params``, ready and fed ``topics`` of ``bag``; and a client node (in rclpy's
+    """The node process with ``params`` (and a memory store of its own), ready and fed ``topics`` of ``bag``;
+    and a client node. At the end: SIGINT, and the tail of the node's log printed."""
+    with node_running(params, client_name, private_memory(params)) as (process, client):
+        replay = subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(bag),
+                                 "--wait-subscribers", "1", "--topics", *topics],
+                                capture_output=True, text=True, timeout=120)
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        yield process, client
+
+
+@contextlib.contextmanager
+def node_running(params: Path, client_name: str, ros_args: tuple[str, ...] = ()
+                 ) -> Iterator[tuple[subprocess.Popen, Node]]:
+    """The node process with ``params`` once its ``/oryx/ask`` service is up, and a client node (in rclpy's
     default context). At the end: SIGINT, and the tail of the node's log printed (pytest shows it on a
     failure)."""
-    log = open(params.with_suffix(".log"), "w+")  # noqa: SIM115 (closed at the end)
+    log = open(params.with_suffix(".log"), "a+")  # noqa: SIM115 (closed at the end)
     process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
-                                str(params), *private_memory(params)], stdout=log, stderr=subprocess.STDOUT)
+                                str(params), *ros_args], stdout=log, stderr=subprocess.STDOUT)
     with rclpy.init():
         client = Node(client_name)
         try:
             assert client.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=120), "node did not start"
-            replay = subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(bag),
-                                     "--wait-subscribers", "1", "--topics", *topics],
-                                    capture_output=True, text=True, timeout=120)
-            assert replay.returncode == 0, replay.stdout + replay.stderr
             yield process, client
         finally:
             client.destroy_node()
