@@ -31,8 +31,8 @@ from pathlib import Path
 import rclpy
 from rclpy.node import Node
 
+from oryx_ros.bags.hour_bag import hour_topics
 from oryx_ros.demo import _environment, ensure_hour_bag, hour_parameters
-from oryx_ros.params_file import camera_topics_of, read_parameters
 from oryx_ros.ros.client import call_service
 from oryx_ros.srv import Ask
 
@@ -65,7 +65,7 @@ def main() -> int:
         with rclpy.init():
             client = Node("bench_hour_question")
             assert client.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=300), "node did not start"
-            topics = camera_topics_of(read_parameters(out / "cameras.yaml")["cameras"])
+            topics = hour_topics(out)
             print("replaying the hour at 60x ...", file=sys.stderr)
             subprocess.run([sys.executable, "-m", "oryx_ros.ros.replay", str(out / "bag"), "--wait-subscribers",
                             "1", "--clock", "--rate", "60", "--topics", *topics], env=env, check=True,

@@ -177,22 +177,22 @@ def hour_parameters(out: Path, memory: dict[str, Any]) -> Path:
     with the scene graph every minute of robot time, and ``memory`` (memory.* parameters)."""
     from oryx_ros.params_file import read_parameters, write_params_file
 
-    cameras = read_parameters(out / "cameras.yaml")["cameras"]
+    bag_parameters = read_parameters(out / "cameras.yaml")  # cameras, and the base frame and pose topic
     return write_params_file(out / "node.yaml", {
-        "use_sim_time": True, "cameras": cameras,
+        "use_sim_time": True, "cameras": bag_parameters["cameras"],
         "buffer": {"window_s": 120.0, "max_rate_hz": 0.0},
         "qos": {"sensor_reliable": True, "sensor_depth": 100},
         "ask": {"max_new_tokens": 16},
         "memory": {"keyframe_hz": 1.0, **memory},
         "description": {"period_s": 60.0, "window_s": 30.0, "max_new_tokens": 8, "max_frames": 4, "spatial": True},
-        "spatial": {"publish_marked_views": False}})
+        "spatial": {**bag_parameters["spatial"], "publish_marked_views": False}})
 
 
 def ensure_hour_bag() -> Path:
     """The hour bag's directory (bag/, events.json, cameras.yaml); written once, then reused."""
     from oryx_ros.bags.hour_bag import write_hour_bag
 
-    out = cache_dir() / "demo-hour-v1"
+    out = cache_dir() / "demo-hour-v2"
     if not (out / "bag" / "metadata.yaml").exists():
         print(f"rendering an hour of robot time into {out} (once)", file=sys.stderr)
         partial = out.with_name(out.name + ".partial")
@@ -213,7 +213,7 @@ def run_memory_demo(model: str, env: dict[str, str]) -> int:
     import rclpy
     from rclpy.node import Node
 
-    from oryx_ros.params_file import camera_topics_of, read_parameters
+    from oryx_ros.bags.hour_bag import hour_topics
     from oryx_ros.ros.client import call_service, describe_evidence, describe_moment
     from oryx_ros.srv import Ask, Recall
 
@@ -227,7 +227,7 @@ def run_memory_demo(model: str, env: dict[str, str]) -> int:
     if model:
         node_cmd += ["-p", f"model.path:={model}"]
     for appearance in events["appearances"]:
-        print(f"   truth: {appearance['label']:<12} at {appearance['centre_m']} m, minutes "
+        print(f"   truth: {appearance['label']:<12} at {appearance['centre_m']} m in {events['frame_id']!r}, minutes "
               f"{appearance['start_s'] / 60:.0f}-{appearance['end_s'] / 60:.0f}")
     node_process = subprocess.Popen(node_cmd, env=env)
     try:
@@ -235,7 +235,7 @@ def run_memory_demo(model: str, env: dict[str, str]) -> int:
             client_node = Node("oryx_demo_memory")
             if not client_node.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=NODE_READY_TIMEOUT_S):
                 raise TimeoutError("the node did not come up")
-            topics = camera_topics_of(read_parameters(out / "cameras.yaml")["cameras"])
+            topics = hour_topics(out)
             replay_cmd = [sys.executable, "-m", "oryx_ros.ros.replay", str(out / "bag"), "--wait-subscribers", "1",
                           "--clock", "--rate", str(HOUR_REPLAY_RATE), "--topics", *topics]
             print(" ".join(replay_cmd[1:]))

@@ -7,6 +7,9 @@ of stamps, one set every ``period_s``:
 * a red box (the "toolbox") is on the table from 5 to 10 minutes, then gone;
 * a blue cylinder appears on the floor left of the table at 20 minutes and is moved to the right at 40 minutes.
 
+The robot stands still at ``ROBOT_XY`` in the ``odom`` frame (nav_msgs/Odometry on ``/odom`` with every set), so
+memory positions are in ``odom``: the table's objects at their base-frame place plus ``ROBOT_XY``.
+
 Replayed with ``oryx-ros replay BAG --clock --rate 60`` into a node with ``use_sim_time``, the hour passes in a
 minute; at the end, the red box was last seen 50 minutes of robot time earlier. ``events.json`` holds the
 ground truth: each object's intervals and positions in the base frame.
@@ -31,6 +34,9 @@ HOUR_S: Final = 3600.0
 START_NS: Final = 1_700_000_000 * NS_PER_S
 TABLE_CENTRE: Final = (1.6, 0.0)
 TABLE_SIZE: Final = (1.0, 0.7, 0.55)
+ODOM_TOPIC: Final = "/odom"
+FIXED_FRAME: Final = "odom"
+ROBOT_XY: Final = (10.0, 5.0)  # where the robot stands in odom, facing +x (no rotation)
 
 
 @dataclass(frozen=True)
@@ -103,11 +109,34 @@ def hour_frames(period_s: float = 20.0, width: int = 256, height: int = 192, see
 
 
 def events_truth(period_s: float) -> dict[str, Any]:
+    """Ground truth: each appearance's interval and centre, in the fixed frame (odom) the memory uses."""
+    def fixed(centre: tuple[float, float, float]) -> list[float]:
+        return [round(centre[0] + ROBOT_XY[0], 4), round(centre[1] + ROBOT_XY[1], 4), centre[2]]
+
     return {
-        "start_ns": START_NS, "duration_s": HOUR_S, "period_s": period_s, "frame_id": "base_link",
-        "appearances": [{"label": e.label, "colour": e.colour, "shape": e.shape, "centre_m": list(e.centre_m()),
+        "start_ns": START_NS, "duration_s": HOUR_S, "period_s": period_s, "frame_id": FIXED_FRAME,
+        "robot_xyz": [*ROBOT_XY, 0.0],
+        "appearances": [{"label": e.label, "colour": e.colour, "shape": e.shape, "centre_m": fixed(e.centre_m()),
                          "start_s": e.start_s, "end_s": min(e.end_s, HOUR_S)} for e in EVENTS],
     }
+
+
+def _odometry(typestore: Any, stamp_ns: int) -> Any:
+    from oryx_ros.ros.conversions import ns_to_stamp
+
+    types = typestore.types
+    header = types["std_msgs/msg/Header"](stamp=ns_to_stamp(stamp_ns, types["builtin_interfaces/msg/Time"]),
+                                          frame_id=FIXED_FRAME)
+    pose = types["geometry_msgs/msg/Pose"](
+        position=types["geometry_msgs/msg/Point"](x=ROBOT_XY[0], y=ROBOT_XY[1], z=0.0),
+        orientation=types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+    covariance = np.zeros(36, dtype=np.float64)
+    twist = types["geometry_msgs/msg/Twist"](linear=types["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
+                                             angular=types["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0))
+    return types["nav_msgs/msg/Odometry"](
+        header=header, child_frame_id="base_link",
+        pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=covariance),
+        twist=types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=covariance.copy()))
 
 
 def write_hour_bag(out_dir: str | Path, period_s: float = 20.0, width: int = 256, height: int = 192
@@ -124,8 +153,16 @@ def write_hour_bag(out_dir: str | Path, period_s: float = 20.0, width: int = 256
     if bag_path.exists():
         raise FileExistsError(f"{bag_path} already exists; rosbag2 writes a new directory")
     out.mkdir(parents=True, exist_ok=True)
+    from rosbags.typesys import get_typestore
+
+    from oryx_ros.bags.camera_bag import DEFAULT_STORE
+
     frames, cameras = hour_frames(period_s, width, height)
-    write_camera_bag(bag_path, frames, depth_encoding="16UC1")
+    typestore = get_typestore(DEFAULT_STORE)
+    # The pose just before each set, so that the node knows it when the frames arrive.
+    odometry = [(ODOM_TOPIC, "nav_msgs/msg/Odometry", _odometry(typestore, stamp - 1_000_000), stamp - 1_000_000)
+                for stamp in sorted({frame.stamp_ns for frame in frames})]
+    write_camera_bag(bag_path, frames, extra_messages=odometry, depth_encoding="16UC1", typestore=typestore)
     (out / "events.json").write_text(json.dumps(events_truth(period_s), indent=1))
     config: dict[str, Any] = {"names": [camera.name for camera in cameras]}
     for camera in cameras:
@@ -135,9 +172,16 @@ def write_hour_bag(out_dir: str | Path, period_s: float = 20.0, width: int = 256
                                "mount": [round(v, 6) for v in mount_from_pose(camera.T_base_from_cam)]}
     (out / "cameras.yaml").write_text(
         "# Node parameters for the cameras of the hour bag (merge into config/oryx.yaml).\n"
-        + yaml.safe_dump(parameters_document({"cameras": config, "spatial": {"base_frame": "base_link"}}),
-                         sort_keys=False))
+        + yaml.safe_dump(parameters_document({"cameras": config, "spatial": {
+            "base_frame": "base_link", "pose_topic": ODOM_TOPIC, "pose_type": "odometry"}}), sort_keys=False))
     return {"bag": bag_path, "events": out / "events.json", "cameras": out / "cameras.yaml"}
+
+
+def hour_topics(out_dir: str | Path) -> list[str]:
+    """Every topic of the hour bag in ``out_dir`` that the node reads: the cameras' and the odometry."""
+    from oryx_ros.params_file import camera_topics_of, read_parameters
+
+    return [*camera_topics_of(read_parameters(Path(out_dir) / "cameras.yaml")["cameras"]), ODOM_TOPIC]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -341,9 +341,9 @@ class OryxEngine:
         """Step 1 of a request: text tokens of both possible layouts, then frames and compression.
         Shared by :meth:`answer` and :meth:`encode_into_cache`, so both pick the same frames."""
         labels = [v.label for v in visuals]
-        text_tokens = self._text_token_count(question, labels)
+        text_tokens = self.text_token_count(question, labels)
         merged_label = ", ".join(label for label in labels if label) or None
-        merged_text_tokens = self._text_token_count(question, [merged_label]) if visuals else text_tokens
+        merged_text_tokens = self.text_token_count(question, [merged_label]) if visuals else text_tokens
         offers = [ItemOffer([v.size_wh(i) for i in range(len(v.frames))], v.stamps_ns, v.label) for v in visuals]
         return plan_visual_tokens(
             offers, context_limit=self.context_limit, text_tokens=text_tokens, max_new_tokens=max_new,
@@ -440,7 +440,9 @@ class OryxEngine:
         lines = [f"{label}: {DEFAULT_IMAGE_TOKEN}" if label else DEFAULT_IMAGE_TOKEN for label in labels]
         return "\n".join(lines) + "\n" + question
 
-    def _text_token_count(self, question: str, labels: Sequence[str | None]) -> int:
+    def text_token_count(self, question: str, labels: Sequence[str | None]) -> int:
+        """Prompt tokens of ``question`` with items labelled ``labels``, without the visual placeholders (what
+        the planner budgets for text; a remote client plans with the server's count)."""
         ids = build_prompt_ids(self.tokenizer, self._user_text(question, labels), layout=self.prompt_layout,
                                system_prompt=self.system_prompt)
         return len(ids) - count_placeholders(ids)

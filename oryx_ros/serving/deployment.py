@@ -340,9 +340,9 @@ class OryxServer:
     def _text_tokens(self, question: str, labels: list[str | None]) -> dict[str, int]:
         """The text-token counts the engine's planner uses (both layouts), as ``OryxEngine._plan`` computes
         them: the engine owns the prompt template, so the client asks rather than guesses."""
-        text_tokens = self.engine._text_token_count(question, labels)
+        text_tokens = self.engine.text_token_count(question, labels)
         merged_label = ", ".join(label for label in labels if label) or None
-        merged = self.engine._text_token_count(question, [merged_label]) if labels else text_tokens
+        merged = self.engine.text_token_count(question, [merged_label]) if labels else text_tokens
         return {"text_tokens": int(text_tokens), "merged_text_tokens": int(merged)}
 
     def _answer(self, chat: ChatRequest, visuals: list[Any], request_id: str,

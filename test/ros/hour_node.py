@@ -17,10 +17,9 @@ from typing import Any
 from live_node import node_running
 from rclpy.node import Node
 
-from oryx_ros.bags.hour_bag import write_hour_bag
+from oryx_ros.bags.hour_bag import hour_topics, write_hour_bag
 from oryx_ros.demo import hour_parameters
 from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
-from oryx_ros.params_file import camera_topics_of, read_parameters
 from oryx_ros.ros.client import call_service
 from oryx_ros.ros.conversions import stamp_to_ns
 from oryx_ros.srv import Ask, Recall
@@ -74,7 +73,7 @@ def hour_node(directory: Path, client_name: str, memory: dict[str, Any]) -> Iter
     paths = write_hour_bag(directory / "hour")
     events = json.loads(paths["events"].read_text())
     params = hour_parameters(directory / "hour", memory)
-    topics = camera_topics_of(read_parameters(paths["cameras"])["cameras"])
+    topics = hour_topics(paths["cameras"].parent)
     with node_running(params, client_name) as (process, client):
         replay_hour(paths["bag"], topics)
         hour = HourNode(process, client, events, params)

@@ -67,7 +67,9 @@ def test_recall_finds_the_red_box_at_its_time_and_place(hour: HourNode) -> None:
     best = moments[0]
     positions = [p for label, p in zip(best.object_labels, best.object_positions, strict=True) if label == "red object"]
     assert positions and _near(positions[0], red["centre_m"]), (best.object_labels, positions)
-    assert best.objects_frame == "base_link"
+    assert best.objects_frame == hour.events["frame_id"] == "odom"  # the fixed frame of the pose topic
+    assert best.has_pose and best.pose.header.frame_id == "odom"
+    assert math.dist((best.pose.pose.position.x, best.pose.pose.position.y), hour.events["robot_xyz"][:2]) < 1e-6
 
 
 def test_recall_by_place_separates_the_moved_cylinder(hour: HourNode) -> None:
@@ -110,6 +112,8 @@ def test_ask_when_last_seen_looks_again_at_the_moment(hour: HourNode) -> None:
     assert [m.stamp.sec for m in evidence.moments] == sorted((m.stamp.sec for m in evidence.moments), reverse=True)
     retrieved = [f for f in evidence.frames if f.reason == EvidenceFrame.REASON_RETRIEVED]
     assert retrieved and all(f.source == EvidenceFrame.SOURCE_MEMORY for f in retrieved)
+    assert all(f.has_pose and f.pose.header.frame_id == "odom" and f.pose.pose.position.x == hour.events["robot_xyz"][0]
+               for f in retrieved)  # the keyframes were stored with the robot's pose
     assert all(_within(hour, hour.seconds(f.stamp), red) for f in retrieved), \
         f"retrieved {[hour.seconds(f.stamp) for f in retrieved]}, moments " \
         f"{[(hour.seconds(m.window_start), hour.seconds(m.window_end), m.score) for m in evidence.moments]}"
@@ -135,13 +139,20 @@ def test_ask_over_a_long_window_reads_ram_and_disk(hour: HourNode) -> None:
 def test_a_restarted_node_finds_the_memory_again(hour: HourNode) -> None:
     hour.process.send_signal(signal.SIGINT)
     assert hour.process.wait(timeout=20) == 0
-    log = open(hour.params.with_suffix(".log"), "a")  # noqa: SIM115 (the child holds it)
-    hour.process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
-                                     str(hour.params)], stdout=log, stderr=subprocess.STDOUT)
-    assert hour.client.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=120)
-    [red] = _appearances(hour, "red object")
-    moments = hour.recall(query="red").moments
-    assert moments and _within(hour, hour.seconds(moments[0].stamp), red)
-    response = hour.ask(question="When did you last see the red object?")
-    assert response.success, response.error  # no frame in RAM: the memory alone answers
-    assert {f.source for f in response.evidence.frames} == {EvidenceFrame.SOURCE_MEMORY}
+    with open(hour.params.with_suffix(".log"), "a") as log:
+        restarted = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
+                                      str(hour.params)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert hour.client.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=120)
+        [red] = _appearances(hour, "red object")
+        moments = hour.recall(query="red").moments
+        assert moments and _within(hour, hour.seconds(moments[0].stamp), red)
+        response = hour.ask(question="When did you last see the red object?")
+        assert response.success, response.error  # no frame in RAM: the memory alone answers
+        assert {f.source for f in response.evidence.frames} == {EvidenceFrame.SOURCE_MEMORY}
+    finally:  # this process is the test's own: the fixture stops only the one it started
+        restarted.send_signal(signal.SIGINT)
+        try:
+            restarted.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            restarted.kill()
