@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,6 +104,9 @@ def run_demo(model: str, memory: bool = True) -> int:
                  "description.max_new_tokens": 16}
     if model:
         overrides["model.path"] = model
+    first_memory = cache_dir() / "demo-memory-scene"
+    shutil.rmtree(first_memory, ignore_errors=True)  # each demo starts with an empty memory
+    overrides["memory.directory"] = str(first_memory)
     node_cmd = [sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args",
                 "--params-file", str(share_file("config/oryx.yaml")), "--params-file", str(camera_params)]
     for name, value in overrides.items():
@@ -208,7 +212,6 @@ def ensure_hour_bag() -> Path:
 def run_memory_demo(model: str, env: dict[str, str]) -> int:
     """Part 6: an hour of robot time in a minute, then "when did you last see the red object?"."""
     import json
-    import shutil
 
     import rclpy
     from rclpy.node import Node
