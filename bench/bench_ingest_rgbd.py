@@ -47,7 +47,7 @@ from machine import cpu_model
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 SHM_PROFILE: Final = REPO_ROOT / "config" / "fastdds_shm.xml"
-RECEIVERS: Final = ("bare", "ingest", "inline")
+RECEIVERS: Final = ("bare", "bare_raw", "ingest", "inline")
 KINDS: Final = ("image", "depth", "camera_info")
 READY_TIMEOUT_S: Final = 60.0
 DRAIN_S: Final = 1.0  # after the publisher ends, what is still queued is taken within this
@@ -157,7 +157,7 @@ def run_receiver(args: argparse.Namespace) -> int:
     ingest = None
     try:
         node = Node(f"bench_rgbd_{args.receiver}", context=context)
-        if args.receiver == "bare":
+        if args.receiver in ("bare", "bare_raw"):
             from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
             def counter(key: str) -> Any:
@@ -173,7 +173,7 @@ def run_receiver(args: argparse.Namespace) -> int:
                         group = MutuallyExclusiveCallbackGroup()
                     node.create_subscription(CameraInfo if kind == "camera_info" else Image, topic,
                                              counter(f"{name} {kind}"), qos,
-                                             callback_group=group)
+                                             callback_group=group, raw=args.receiver == "bare_raw")
         else:  # ingest: as the node (workers); inline: processing in the callbacks (before the workers)
             from oryx_ros.perception.frame_buffer import FrameBuffer
             from oryx_ros.perception.sync import ApproximateTimeSynchronizer

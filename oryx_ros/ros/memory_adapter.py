@@ -161,10 +161,6 @@ class MemoryAdapter:
         stats = self.store.stats()
         return stats.oldest_ns, stats.newest_ns
 
-    def holds_keyframes(self, cameras: Sequence[str], start_ns: int, before_ns: int) -> bool:
-        """Whether the store has keyframes of ``cameras`` in [start_ns, before_ns)."""
-        return before_ns > start_ns and bool(self.store.keyframes(list(cameras), start_ns, before_ns - 1))
-
     @staticmethod
     def lookup(question: str) -> MemoryLookup:
         return memory_lookup(question)

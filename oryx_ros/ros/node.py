@@ -571,8 +571,8 @@ class OryxCore:
 
     def _memory_frames(self, valid: Any, window_given: bool) -> Any:
         """Frames from RAM and memory for a question that needs the memory: a recall question ("when did
-        you last see X?"; over the whole memory unless it gives a window), or a window reaching before the
-        oldest buffered frame. None when the RAM buffer alone serves the question."""
+        you last see X?"; over the whole memory unless it gives a window), a window longer than the buffer
+        keeps, or any window while the buffer is empty (after a restart). None when the RAM buffer serves it."""
         if self.memory is None:
             return None
         lookup = self.memory.lookup(valid.question)
@@ -588,9 +588,10 @@ class OryxCore:
             start = min(memory_oldest if memory_oldest is not None else newest, min(ram_oldest, default=newest))
         else:
             start = newest - int(valid.window_s * NS_PER_S)
-            ram_covers = bool(ram_oldest) and len(ram_oldest) == len(cameras) and start >= max(ram_oldest)
-            before_ram = max(ram_oldest, default=newest + 1)
-            if not lookup.recall and (ram_covers or not self.memory.holds_keyframes(cameras, start, before_ram)):
+            # The RAM buffer serves every window it is configured to keep (buffer.window_s), as it did before
+            # there was a memory; the memory serves longer windows, and any window after a restart (empty RAM).
+            within_ram_window = valid.window_s <= self.config.buffer_window_s and bool(ram_oldest)
+            if not lookup.recall and within_ram_window:
                 return None
         ram: dict[str, list[Frame]] = {name: [] for name in cameras}
         for frame in self.buffer.query(cameras=cameras, start_ns=start, end_ns=newest):

@@ -107,8 +107,10 @@ def test_ask_when_last_seen_looks_again_at_the_moment(hour: HourNode) -> None:
     evidence = response.evidence
     assert evidence.memory_query == "red"  # "object" is in every colour label: not a word to search for
     assert evidence.moments and _within(hour, hour.seconds(evidence.moments[0].stamp), red)
-    # "last": the newest relevant moment comes first, near the end of the red box's interval.
-    assert red["end_s"] - hour.seconds(evidence.moments[0].stamp) <= 2 * hour.events["period_s"] + 60.0
+    # "last": the newest relevant moment comes first (descriptions skipped while the model was busy are missing
+    # from the memory, so the newest one stored, not the end of the interval).
+    newest_red = max(hour.seconds(m.stamp) for m in hour.recall(query="red", limit=50).moments)
+    assert hour.seconds(evidence.moments[0].stamp) == newest_red
     assert [m.stamp.sec for m in evidence.moments] == sorted((m.stamp.sec for m in evidence.moments), reverse=True)
     retrieved = [f for f in evidence.frames if f.reason == EvidenceFrame.REASON_RETRIEVED]
     assert retrieved and all(f.source == EvidenceFrame.SOURCE_MEMORY for f in retrieved)
