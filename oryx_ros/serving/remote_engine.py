@@ -226,6 +226,15 @@ class RemoteEngine:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new}")
         text_tokens, merged_text_tokens = self._text_token_counts(question, [v.label for v in visuals])
         plan = self._plan(visuals, mode, max_new, max_frames, text_tokens, merged_text_tokens)
+        planned = sum(len(item.frames) for item in plan.items)
+        if planned > info.max_images and visuals:
+            # The server refuses more images than its limit: cap the frames per item so the plan fits it (the
+            # plan's drops count the frames left out, as for any frame cap).
+            cap = max(1, info.max_images // len(visuals))
+            max_frames = min(max_frames, cap) if max_frames else cap
+            logger.info("the server takes at most %d images per request: %d frames per item instead of %d in all",
+                        info.max_images, max_frames, planned)
+            plan = self._plan(visuals, mode, max_new, max_frames, text_tokens, merged_text_tokens)
         outgoing = self._outgoing(plan, visuals, mode, max_frames, text_tokens, merged_text_tokens)
         body = self._request_body(question, visuals, outgoing, max_new, max_frames)
         self.last_request_bytes = len(body)

@@ -261,6 +261,16 @@ def test_api_key_is_required_when_set(strict_server):
         assert remote.answer("hi", max_new_tokens=3).new_tokens == 3
 
 
+def test_the_client_plans_within_the_servers_image_limit(strict_server):
+    # Two cameras of 8 small frames: the model would take all 16, the server takes 3 images per request.
+    visuals = [VisualInput(camera_frames(8, 64, 48, seed=s), stamps_ns=[i * 10**8 for i in range(8)],
+                           label=f"Camera {s}") for s in (40, 41)]
+    with RemoteEngine(strict_server, api_key=API_KEY) as remote:
+        answer = remote.answer("What changed?", visuals, max_new_tokens=2)
+    assert answer.frames_used <= 3 and answer.frames_offered == 16
+    assert answer.plan.frames_dropped == 16 - answer.frames_used  # counted, as for any frame cap
+
+
 def test_size_limits_are_413_and_400(strict_server):
     auth = {"Authorization": f"Bearer {API_KEY}"}
     noise = np.random.default_rng(0).integers(0, 256, (300, 320, 3), dtype=np.uint8)  # ~290 KB as PNG
