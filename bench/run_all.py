@@ -69,6 +69,16 @@ BENCHMARKS: Final = (
               "bench_stop_cancel.py", ("--repeats", "2"),
               "Signal to exit at each stage, cancel to result while queued, in vision and in decoding; goals 2 s and "
               "0.5 s. The soak (bench_soak.py, 10+ minutes) is run on its own."),
+    Benchmark("memory", "Long-horizon memory: recall latency, disk per camera-hour, keyframe write cost",
+              "bench_memory.py", ("--quick",),
+              "SQLite and PostgreSQL recall at growing entry counts (the full run reaches 10^6), JPEG keyframe size, "
+              "encode + insert against a 10 Hz camera's callback budget."),
+    Benchmark("hour_question", "Answer latency: a question over an hour of memory vs one over 30 s of RAM",
+              "bench_hour_question.py", ("--repeats", "3"),
+              "The hour bag replayed in sim time into a live node; ratio to the 30 s question."),
+    Benchmark("serve", "Fleet serving on Ray Serve: replicas, bytes sent, the server's token cache",
+              "bench_serve.py", ("--quick",),
+              "Requests/s and p50/p95 with 1 vs 2 replicas, bytes per question vs raw frames, a repeated window."),
 )
 
 
