@@ -51,7 +51,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
                 client = Node("fleet_test_client")
                 for robot in ROBOTS:
                     assert client.create_client(Ask, f"/{robot}/oryx/ask").wait_for_service(timeout_sec=120), robot
-                replay_into(env, bag.path)
+                replay_into(env, bag.path, "--wait-subscribers", str(len(ROBOTS)))  # both robots see it all
                 yield client
                 client.destroy_node()
         finally:
@@ -98,7 +98,8 @@ def test_a_server_that_is_down_gives_a_clear_error(fleet: Node, tmp_path: Path) 
                          extra_args=("-r", "__ns:=/robot3", "-p", "model.timeout_s:=5.0"))
     try:
         assert fleet.create_client(Ask, "/robot3/oryx/ask").wait_for_service(timeout_sec=120)
-        replay_into(dict(os.environ), write_bag(tmp_path / "bag").path)
+        # robot3 and the fleet's two robots all subscribe: wait for the three, so robot3 gets the frames too
+        replay_into(dict(os.environ), write_bag(tmp_path / "bag").path, "--wait-subscribers", str(len(ROBOTS) + 1))
         response = call_service(fleet, Ask.Request(question="anything?", window_s=60.0), "/robot3/oryx/ask", 120.0)
         assert not response.success and response.error.startswith("model server: "), response.error
         assert "unreachable" in response.error, response.error
