@@ -87,10 +87,10 @@ def test_recall_by_place_separates_the_moved_cylinder(hour: HourNode) -> None:
 
 def test_recall_time_range_and_bad_requests(hour: HourNode) -> None:
     start_ns = hour.events["start_ns"]
-    moments = hour.recall(query="", start=ns_to_stamp(start_ns + 1800 * 10**9, Time),
-                          end=ns_to_stamp(start_ns + 2000 * 10**9, Time), limit=100).moments
+    moments = hour.recall(query="", start=ns_to_stamp(start_ns + 1500 * 10**9, Time),
+                          end=ns_to_stamp(start_ns + 2100 * 10**9, Time), limit=100).moments
     # A moment is in the range when the window it describes overlaps it.
-    assert moments and all(hour.seconds(m.window_end) >= 1800 and hour.seconds(m.window_start) <= 2000
+    assert moments and all(hour.seconds(m.window_end) >= 1500 and hour.seconds(m.window_start) <= 2100
                            for m in moments)
     for request, field in ((Recall.Request(limit=1000), "limit"),
                            (Recall.Request(use_position=True, position=Point(x=math.nan)), "position"),
