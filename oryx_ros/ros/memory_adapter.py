@@ -47,7 +47,6 @@ class MemoryFrames:
     moments: list[Moment] = field(default_factory=list)
     query: str = ""
     dropped: int = 0  # frames in the window left out by the frame budget
-    from_memory: int = 0
 
 
 def default_directory(robot: str) -> Path:
@@ -218,7 +217,7 @@ class MemoryAdapter:
         for camera, share in zip(cameras, shares, strict=True):
             ram = sorted(ram_frames.get(camera, ()), key=lambda f: f.stamp_ns)
             ram_start = ram[0].stamp_ns if ram else end_ns + 1
-            stored = [k for k in self.store.keyframes([camera], start_ns, end_ns) if k.stamp_ns < ram_start]
+            stored = self.store.keyframes([camera], start_ns, min(end_ns, ram_start - 1))  # RAM has the rest
             candidates: list[Any] = [*stored, *ram]
             if not candidates:
                 by_camera[camera] = []
@@ -247,7 +246,7 @@ class MemoryAdapter:
         if from_memory:
             self.questions_from_memory += 1
         return MemoryFrames(by_camera={c: f for c, f in by_camera.items() if f}, sources=sources, poses=poses,
-                            moments=moments, query=lookup.text, dropped=dropped, from_memory=from_memory)
+                            moments=moments, query=lookup.text, dropped=dropped)
 
     @staticmethod
     def prompt_with_moments(question: str, moments: Sequence[Moment], newest_ns: int) -> str:
@@ -262,11 +261,6 @@ class MemoryAdapter:
             lines.append(f"[{rank}] {_age_text(newest_ns - entry.stamp_ns)} before the newest frame, cameras "
                          f"{', '.join(entry.cameras)}: {text}" + (f" (objects: {objects})" if objects else ""))
         return "\n".join(lines) + "\n" + question
-
-    # ------------------------------------------------------------------------------------------ evidence
-    def evidence(self, chosen: MemoryFrames | None, used: Mapping[str, Sequence[Frame]],
-                 dropped: int = 0) -> Evidence:
-        return evidence_message(used, chosen, self._pose_at, dropped)
 
     def diagnostics(self) -> dict[str, Any]:
         stats = self.store.stats()
