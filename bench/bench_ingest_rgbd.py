@@ -47,7 +47,7 @@ from machine import cpu_model
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 SHM_PROFILE: Final = REPO_ROOT / "config" / "fastdds_shm.xml"
-RECEIVERS: Final = ("bare", "bare_raw", "ingest", "inline")
+RECEIVERS: Final = ("bare", "bare_own", "bare_raw", "ingest", "inline")
 KINDS: Final = ("image", "depth", "camera_info")
 READY_TIMEOUT_S: Final = 60.0
 DRAIN_S: Final = 1.0  # after the publisher ends, what is still queued is taken within this
@@ -157,8 +157,13 @@ def run_receiver(args: argparse.Namespace) -> int:
     ingest = None
     try:
         node = Node(f"bench_rgbd_{args.receiver}", context=context)
-        if args.receiver in ("bare", "bare_raw"):
+        if args.receiver in ("bare", "bare_own", "bare_raw"):
             from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
+            from oryx_ros.ros.side_node import SideNode
+
+            side = SideNode(node, "cameras") if args.receiver == "bare_own" else None
+            subscriber = side.node if side is not None else node
 
             def counter(key: str) -> Any:
                 def count(_msg: Any) -> None:
@@ -171,7 +176,7 @@ def run_receiver(args: argparse.Namespace) -> int:
                 for kind, topic in _topics(name).items():
                     if args.bare_groups == "subscription":
                         group = MutuallyExclusiveCallbackGroup()
-                    node.create_subscription(CameraInfo if kind == "camera_info" else Image, topic,
+                    subscriber.create_subscription(CameraInfo if kind == "camera_info" else Image, topic,
                                              counter(f"{name} {kind}"), qos,
                                              callback_group=group, raw=args.receiver == "bare_raw")
         else:  # ingest: as the node (workers); inline: processing in the callbacks (before the workers)
@@ -185,21 +190,23 @@ def run_receiver(args: argparse.Namespace) -> int:
             sync = ApproximateTimeSynchronizer(names, default("sync.queue_size"), int(default("sync.slop_s") * 1e9),
                                                dead_camera_timeout_ns=int(default("sync.dead_camera_timeout_s") * 1e9))
             ingest = CameraIngest(node, [CameraConfig.standard(name, depth=True) for name in names], buffer,
-                                  synchronizer=sync, qos=qos, workers=args.receiver == "ingest")
+                                  synchronizer=sync, qos=qos, workers=args.receiver == "ingest",
+                                  own_thread=args.receiver == "ingest")
             node.create_timer(1.0, ingest.diagnostic_status)  # the node publishes /diagnostics at 1 Hz
+            subscriber = ingest.subscriber
         # Fast DDS's sample-lost count per subscription: loss below the executor.
         topic_key = {topic: f"{name} {kind}" for name in names for kind, topic in _topics(name).items()}
-        for subscription in list(node.subscriptions):
+        for subscription in list(subscriber.subscriptions):
             key = topic_key[subscription.topic_name]
 
             def on_lost(info: Any, key: str = key) -> None:
                 with lock:
                     lost[key] += info.total_count_change
 
-            _attach_lost_handler(node, subscription, SubscriptionEventCallbacks(message_lost=on_lost))
+            _attach_lost_handler(subscriber, subscription, SubscriptionEventCallbacks(message_lost=on_lost))
         # Time in each callback, per kind: what the executor waits on.
         callback_s: dict[str, list[float]] = {kind: [] for kind in KINDS}
-        for subscription in list(node.subscriptions):
+        for subscription in list(subscriber.subscriptions):
             kind = topic_key[subscription.topic_name].split(" ")[1]
 
             def timed(msg: Any, inner: Any = subscription.callback, times: list[float] = callback_s[kind]) -> None:

@@ -133,3 +133,53 @@ def test_a_full_hand_off_queue_gives_up_the_oldest_and_counts_it(ros_context, mo
         ingest.destroy()
         node.destroy_node()
         driver.destroy_node()
+
+
+def test_own_thread_takes_messages_without_the_owners_executor_where_the_owner_would() -> None:
+    """``own_thread`` (as the node runs it): the subscriptions live on a hidden node spun on a thread of its
+    own, in the owner's namespace and with the process's remaps, but not renamed by a ``__node`` remap; the
+    owner is never spun here, so every message must come through that thread."""
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "-r", "__node:=renamed", "-r", "cam0/image:=remapped/image"])
+    owner = Node("oryx", namespace="/robot1", context=context)
+    camera = CameraConfig(name="cam0", image_topic="cam0/image", camera_info_topic="cam0/camera_info",
+                          depth_topic="cam0/depth")
+    ingest = CameraIngest(owner, [camera], FrameBuffer(), qos=RELIABLE, workers=True, own_thread=True)
+    driver = Node("camera_driver", context=context, use_global_arguments=False)
+    try:
+        side = ingest.subscriber
+        assert owner.get_name() == "renamed" and side.get_name() == "_renamed_cameras"
+        assert side.get_namespace() == "/robot1" and side is not owner and not list(owner.subscriptions)
+        topics = sorted(s.topic_name for s in side.subscriptions)
+        assert topics == ["/robot1/cam0/camera_info", "/robot1/cam0/depth", "/robot1/remapped/image"], topics
+        publishers = (driver.create_publisher(Image, "/robot1/remapped/image", RELIABLE),
+                      driver.create_publisher(Image, "/robot1/cam0/depth", RELIABLE),
+                      driver.create_publisher(CameraInfo, "/robot1/cam0/camera_info", RELIABLE))
+        assert _wait(lambda: all(p.get_subscription_count() for p in publishers), 10)
+        frames = 5
+        for index in range(frames):
+            for publisher, msg in zip(publishers, _messages(T0 + index * PERIOD_NS), strict=True):
+                publisher.publish(msg)
+
+        def counts() -> tuple[int, int, int]:
+            c = ingest.stats().cameras["cam0"]
+            return c.images, c.depth_images, c.camera_infos
+
+        assert _wait(lambda: counts() == (frames, frames, frames)), counts()
+        names = {name for name, _ in _graph_nodes(driver)}
+        assert "_renamed_cameras" in names
+        ingest.destroy()
+        assert _wait(lambda: "_renamed_cameras" not in {name for name, _ in _graph_nodes(driver)}, 10)
+        # Destroyed: nothing is taken any more.
+        publishers[2].publish(_messages(T0)[2])
+        time.sleep(0.3)
+        assert counts() == (frames, frames, frames)
+    finally:
+        ingest.destroy()
+        owner.destroy_node()
+        driver.destroy_node()
+        context.try_shutdown()
+
+
+def _graph_nodes(node: Node) -> list[tuple[str, str]]:
+    return node.get_node_names_and_namespaces()
