@@ -189,9 +189,11 @@ def run_receiver(args: argparse.Namespace) -> int:
                                  rate_cap_hz=args.rate_cap if args.rate_cap > 0 else None)
             sync = ApproximateTimeSynchronizer(names, default("sync.queue_size"), int(default("sync.slop_s") * 1e9),
                                                dead_camera_timeout_ns=int(default("sync.dead_camera_timeout_s") * 1e9))
+            from oryx_ros.ros.side_node import SideNode
+
+            side = SideNode(node, "sensors") if args.receiver == "ingest" else None  # as the node
             ingest = CameraIngest(node, [CameraConfig.standard(name, depth=True) for name in names], buffer,
-                                  synchronizer=sync, qos=qos, workers=args.receiver == "ingest",
-                                  own_thread=args.receiver == "ingest")
+                                  synchronizer=sync, qos=qos, workers=args.receiver == "ingest", side_node=side)
             node.create_timer(1.0, ingest.diagnostic_status)  # the node publishes /diagnostics at 1 Hz
             subscriber = ingest.subscriber
         # Fast DDS's sample-lost count per subscription: loss below the executor.

@@ -43,7 +43,7 @@ then has a group of its own (its messages stay in order; the camera's worker kee
 A message the full queue has to give up is counted per camera and kind (``queue_overflow``), so every
 message DDS delivered is either processed or counted.
 
-With ``own_thread=True`` (what the node uses) the subscriptions are not on the node's executor at all but
+Given a ``side_node`` (what the node does) the subscriptions are not on the node's executor at all but
 on a hidden helper node spun by a SingleThreadedExecutor on a thread of its own (``SideNode``): rclpy's
 MultiThreadedExecutor costs about 5 ms of CPU a message here, and 4 RGB-D cameras at 15 Hz then lost
 10-45 % of their messages even to bare counting callbacks (bench/bench_ingest_rgbd.py).
@@ -246,7 +246,7 @@ class CameraIngest:
         workers: bool = False,
         worker_queue: int = DEFAULT_WORKER_QUEUE,
         on_stored: Callable[[Frame], None] | None = None,
-        own_thread: bool = False,
+        side_node: SideNode | None = None,
     ) -> None:
         """
         Args:
@@ -279,9 +279,9 @@ class CameraIngest:
                 arrival order (see the module docstring). False processes in the callback (deterministic
                 for tests driving a SingleThreadedExecutor).
             worker_queue: messages queued per camera (workers only) before the oldest is given up.
-            own_thread: subscribe on a hidden node of ``node``'s context spun by a SingleThreadedExecutor on
-                a thread of its own (:class:`~oryx_ros.ros.side_node.SideNode`), not on ``node``'s executor
-                (see the module docstring). ``callback_group`` is then ignored.
+            side_node: subscribe on this hidden helper node (:class:`~oryx_ros.ros.side_node.SideNode`,
+                spun by a SingleThreadedExecutor on a thread of its own), not on ``node``'s executor (see the
+                module docstring); the caller closes it after :meth:`destroy`.
         """
         names = [camera.name for camera in cameras]
         if not names:
@@ -329,9 +329,8 @@ class CameraIngest:
             raise ValueError(f"worker_queue must be positive, got {worker_queue}")
         self._workers = {name: _Worker(self, name, worker_queue) for name in names} if workers else {}
         info_qos = camera_info_qos or qos
-        self._side = SideNode(node, "cameras") if own_thread else None
-        subscriber = self._side.node if self._side is not None else node
-        resolve = self._side.resolve if self._side is not None else str
+        self._subscriber = side_node.node if side_node is not None else node
+        resolve = side_node.resolve if side_node is not None else str
         self._subscriptions = []
         for camera in cameras:
             camera_group = callback_group or MutuallyExclusiveCallbackGroup()
@@ -340,18 +339,18 @@ class CameraIngest:
                 # Workers keep the camera's order, so each subscription may have a group of its own.
                 return callback_group or (MutuallyExclusiveCallbackGroup() if workers else camera_group)
 
-            self._subscriptions.append(subscriber.create_subscription(
+            self._subscriptions.append(self._subscriber.create_subscription(
                 CompressedImage if camera.compressed else Image, resolve(camera.image_topic),
                 self._callback(camera.name, "image", self._on_image), qos, callback_group=group(),
             ))
             if camera.camera_info_topic:
-                self._subscriptions.append(subscriber.create_subscription(
+                self._subscriptions.append(self._subscriber.create_subscription(
                     CameraInfo, resolve(camera.camera_info_topic),
                     self._callback(camera.name, "camera_info", self._on_camera_info), info_qos,
                     callback_group=group(),
                 ))
             if camera.depth_topic:
-                self._subscriptions.append(subscriber.create_subscription(
+                self._subscriptions.append(self._subscriber.create_subscription(
                     CompressedImage if camera.depth_compressed else Image, resolve(camera.depth_topic),
                     self._callback(camera.name, "depth", self._on_depth), qos, callback_group=group(),
                 ))
@@ -366,8 +365,8 @@ class CameraIngest:
 
     @property
     def subscriber(self) -> Node:
-        """The node that holds the camera subscriptions (a hidden one with ``own_thread``)."""
-        return self._side.node if self._side is not None else self._node
+        """The node that holds the camera subscriptions (the side node's, if one was given)."""
+        return self._subscriber
 
     @property
     def synchronizer(self) -> ApproximateTimeSynchronizer[Any]:
@@ -426,12 +425,9 @@ class CameraIngest:
         self._process(ready)
 
     def destroy(self) -> None:
-        """Remove the subscriptions from the node (or stop and destroy the node of their own)."""
-        if self._side is not None:
-            self._side.close()
-        else:
-            for subscription in self._subscriptions:
-                self._node.destroy_subscription(subscription)
+        """Remove the subscriptions from the node that holds them."""
+        for subscription in self._subscriptions:
+            self._subscriber.destroy_subscription(subscription)
         self._subscriptions.clear()
         for worker in self._workers.values():
             worker.stop()

@@ -1,10 +1,11 @@
 """The oryx node: a thin adapter from ROS to the sensor-side core, the spatial core and the Oryx engine.
 
 Threads and callback groups (MultiThreadedExecutor):
-* camera subscriptions live on a hidden helper node (``_<name>_cameras``) spun by a SingleThreadedExecutor on a
-  thread of its own (rclpy's MultiThreadedExecutor costs about 5 ms of CPU a message, and lost camera messages at
-  4 RGB-D x 15 Hz); they only hand each message to its camera's bounded queue; one worker thread per camera
-  gates, decodes and stores it (CameraIngest), so no camera's decode delays another's messages;
+* camera and pose subscriptions live on a hidden helper node (``_<name>_sensors``, SideNode) spun by a
+  SingleThreadedExecutor on a thread of its own (rclpy's MultiThreadedExecutor costs about 5 ms of CPU a
+  message and lost camera messages at 4 RGB-D x 15 Hz); camera callbacks only hand each message to its camera's
+  bounded queue; one worker thread per camera gates, decodes and stores it (CameraIngest), so no camera's
+  decode delays another's messages;
 * the ``~/ask`` service and the ``~/ask`` action (a reentrant group each) submit a job to the single
   inference worker and wait for it, so several requests may wait while sensors keep streaming in;
 * the description and diagnostics timers (one mutually exclusive group) never wait on the model: a
@@ -61,6 +62,7 @@ from oryx_ros.ros.parameters import CONFIG_FIELDS, NodeConfig, check_parameter, 
 from oryx_ros.ros.process_memory import tune_malloc
 from oryx_ros.ros.requests import RequestError, RequestLimits, escape_prompt_text, spread_frame_cap, validate_request
 from oryx_ros.ros.scene_messages import scene_graph_message, scene_graph_of, scene_markers
+from oryx_ros.ros.side_node import SideNode
 from oryx_ros.ros.startup import StartupError, report
 from oryx_ros.srv import Ask, Recall
 
@@ -169,6 +171,7 @@ class OryxCore:
         self.ask_action: Any = None
         self._timers: list[Any] = []
         self._pose_subscription: Any = None
+        self._sensors: SideNode | None = None
         self._clock_jump_handle: Any = None
         self._description_pending = False
         self._stopping = False
@@ -199,7 +202,6 @@ class OryxCore:
         self._arrival_counts: dict[str, tuple[int, int]] = {}
         self._last_message_at: dict[str, float] = {}
         self._last_accepted_at: dict[str, float] = {}
-        self.sensor_group = MutuallyExclusiveCallbackGroup()
         self.service_group = ReentrantCallbackGroup()
         self.action_group = ReentrantCallbackGroup()
         self.timer_group = MutuallyExclusiveCallbackGroup()
@@ -267,8 +269,11 @@ class OryxCore:
         # The node's clock (sim or wall) for the stamp gate's future check. Callbacks only queue messages; each
         # camera's worker thread decodes and stores, so one camera's slow decode never stalls another.
         clock = self.node.get_clock()
+        # Camera and pose subscriptions are spun by a helper node of their own (SideNode: rclpy's
+        # MultiThreadedExecutor costs about 5 ms of CPU a message and lost messages at camera rates).
+        self._sensors = SideNode(self.node, "sensors")
         self.ingest = CameraIngest(self.node, config.cameras, self.buffer, synchronizer=synchronizer, qos=qos,
-                                   now_ns=lambda: clock.now().nanoseconds, workers=True, own_thread=True,
+                                   now_ns=lambda: clock.now().nanoseconds, workers=True, side_node=self._sensors,
                                    on_stored=self.memory.offer if self.memory is not None else None)
         # /clock going back (sim reset, bag looping with --clock) confirms a time jump at once.
         ingest = self.ingest
@@ -281,7 +286,8 @@ class OryxCore:
         self._restart_description_timer()
         self._apply_sensor_settings()
         if self.spatial is not None and config.pose_topic:
-            self._pose_subscription = self.spatial.subscribe_pose(self.node, config, self.sensor_group)
+            self._pose_subscription = self.spatial.subscribe_pose(
+                self._sensors.node, self._sensors.resolve(config.pose_topic), config.pose_type)
         self.log.info(f"listening to {len(config.cameras)} camera(s): "
                       + ", ".join(f"{c.name} ({c.image_topic})" for c in config.cameras))
 
@@ -296,8 +302,10 @@ class OryxCore:
             self.node.destroy_timer(timer)
         self._timers = []
         if self._pose_subscription is not None:
-            self.node.destroy_subscription(self._pose_subscription)
-            self._pose_subscription = None
+            self._pose_subscription = None  # destroyed with the side node
+        if self._sensors is not None:
+            self._sensors.close()
+            self._sensors = None
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> bool:
         """Orderly stop: refuse new requests, cancel the running and queued jobs, and give the requests

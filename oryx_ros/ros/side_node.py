@@ -1,11 +1,14 @@
-"""A hidden helper node, spun by a SingleThreadedExecutor on a thread of its own.
+"""A hidden helper node, spun by a SingleThreadedExecutor on a thread of its own, for sensor subscriptions.
 
-Why: rclpy's MultiThreadedExecutor costs about 5 ms of CPU per message on this 2-core machine (its
-loop re-scans a list of pending futures that grows to thousands under a stream of 180 messages/s), so
-4 RGB-D cameras at 15 Hz lost 10-45 % of their messages to a node spun by it, while the same
-subscriptions spun by a SingleThreadedExecutor took every message at 0.9 ms of CPU per message
-(bench/bench_ingest_rgbd.py). Subscriptions whose callbacks only hand messages off (camera ingest) get
-this node; services, actions and timers stay on the owner's executor.
+Why: rclpy's MultiThreadedExecutor re-submits tasks still waiting in its thread pool and re-scans a list
+of pending futures that grows to thousands under a steady stream of messages (ros2/rclpy#1452, fixed in
+rclpy 10.0.4 for Rolling, not in the Humble, Jazzy or Kilted releases we run on). Measured here (2 cores,
+bench/bench_ingest_rgbd.py): about 5 ms of CPU a message, so 4 RGB-D cameras at 15 Hz lost 10-45 % of their
+messages even to bare counting callbacks, and a 100 Hz Odometry subscription cost 0.67 of a core and lost
+43 % of its messages; the same subscriptions spun by a SingleThreadedExecutor took every message at
+0.7-0.9 ms (cameras) and 0.06 ms (odometry) of CPU a message. Subscriptions whose callbacks only hand a
+message off or record it (cameras, poses) get this node; services, actions and timers stay on the
+owner's executor.
 
 The node's name starts with ``_`` (hidden from ``ros2 node list`` without ``--all``) and it ignores the
 process's command-line arguments, so a ``__node`` remap cannot give it the owner's name. Topic names are
@@ -40,7 +43,8 @@ class SideNode:
 
     def resolve(self, topic: str) -> str:
         """``topic`` as the owner resolves it (its namespace, the process's remaps)."""
-        resolve = getattr(self._owner, "resolve_topic_name", None)  # rclpy before Iron has none
+        # An rclpy without Node.resolve_topic_name: the helper still shares the namespace, not the remaps.
+        resolve = getattr(self._owner, "resolve_topic_name", None)
         return resolve(topic) if resolve is not None else topic
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -84,16 +83,15 @@ class SpatialAdapter:
         return self.model_labels == "on" or (self.model_labels == "auto" and not self.tiny_model)
 
     # ------------------------------------------------------------------------------------------ poses
-    def subscribe_pose(self, node: Node, config: NodeConfig, group: CallbackGroup) -> Any:
-        if config.pose_type == "odometry":
+    def subscribe_pose(self, node: Node, topic: str, pose_type: str) -> Any:
+        """Subscribe ``node`` to the robot's poses on ``topic`` (``pose_type`` odometry or pose)."""
+        if pose_type == "odometry":
             from nav_msgs.msg import Odometry
 
-            return node.create_subscription(Odometry, config.pose_topic,
-                                            lambda m: self._add_pose(m.header, m.pose.pose), 50, callback_group=group)
+            return node.create_subscription(Odometry, topic, lambda m: self._add_pose(m.header, m.pose.pose), 50)
         from geometry_msgs.msg import PoseStamped
 
-        return node.create_subscription(PoseStamped, config.pose_topic, lambda m: self._add_pose(m.header, m.pose),
-                                        50, callback_group=group)
+        return node.create_subscription(PoseStamped, topic, lambda m: self._add_pose(m.header, m.pose), 50)
 
     def _add_pose(self, header: Header, pose: Any) -> None:
         p, q = pose.position, pose.orientation

@@ -24,6 +24,7 @@ from oryx_ros.perception.frames import CameraIntrinsics  # noqa: E402
 from oryx_ros.perception.image_codec import numpy_to_image  # noqa: E402
 from oryx_ros.ros.camera_ingest import CameraConfig, CameraIngest  # noqa: E402
 from oryx_ros.ros.conversions import intrinsics_to_camera_info, ns_to_stamp  # noqa: E402
+from oryx_ros.ros.side_node import SideNode  # noqa: E402
 
 T0 = 1_000 * 1_000_000_000
 PERIOD_NS = 100_000_000  # 10 Hz
@@ -135,8 +136,8 @@ def test_a_full_hand_off_queue_gives_up_the_oldest_and_counts_it(ros_context, mo
         driver.destroy_node()
 
 
-def test_own_thread_takes_messages_without_the_owners_executor_where_the_owner_would() -> None:
-    """``own_thread`` (as the node runs it): the subscriptions live on a hidden node spun on a thread of its
+def test_a_side_node_takes_messages_without_the_owners_executor_where_the_owner_would() -> None:
+    """With a SideNode (as the node runs it) the subscriptions live on a hidden node spun on a thread of its
     own, in the owner's namespace and with the process's remaps, but not renamed by a ``__node`` remap; the
     owner is never spun here, so every message must come through that thread."""
     context = rclpy.Context()
@@ -144,11 +145,12 @@ def test_own_thread_takes_messages_without_the_owners_executor_where_the_owner_w
     owner = Node("oryx", namespace="/robot1", context=context)
     camera = CameraConfig(name="cam0", image_topic="cam0/image", camera_info_topic="cam0/camera_info",
                           depth_topic="cam0/depth")
-    ingest = CameraIngest(owner, [camera], FrameBuffer(), qos=RELIABLE, workers=True, own_thread=True)
+    side_node = SideNode(owner, "sensors")
+    ingest = CameraIngest(owner, [camera], FrameBuffer(), qos=RELIABLE, workers=True, side_node=side_node)
     driver = Node("camera_driver", context=context, use_global_arguments=False)
     try:
         side = ingest.subscriber
-        assert owner.get_name() == "renamed" and side.get_name() == "_renamed_cameras"
+        assert owner.get_name() == "renamed" and side.get_name() == "_renamed_sensors" and side is side_node.node
         assert side.get_namespace() == "/robot1" and side is not owner and not list(owner.subscriptions)
         topics = sorted(s.topic_name for s in side.subscriptions)
         assert topics == ["/robot1/cam0/camera_info", "/robot1/cam0/depth", "/robot1/remapped/image"], topics
@@ -166,20 +168,16 @@ def test_own_thread_takes_messages_without_the_owners_executor_where_the_owner_w
             return c.images, c.depth_images, c.camera_infos
 
         assert _wait(lambda: counts() == (frames, frames, frames)), counts()
-        names = {name for name, _ in _graph_nodes(driver)}
-        assert "_renamed_cameras" in names
+        assert "_renamed_sensors" in {name for name, _ in driver.get_node_names_and_namespaces()}
         ingest.destroy()
-        assert _wait(lambda: "_renamed_cameras" not in {name for name, _ in _graph_nodes(driver)}, 10)
-        # Destroyed: nothing is taken any more.
-        publishers[2].publish(_messages(T0)[2])
-        time.sleep(0.3)
-        assert counts() == (frames, frames, frames)
+        assert not list(side.subscriptions)
+        side_node.close()
+        assert _wait(lambda: "_renamed_sensors" not in {name for name, _ in driver.get_node_names_and_namespaces()},
+                     10)
     finally:
         ingest.destroy()
+        side_node.close()
         owner.destroy_node()
         driver.destroy_node()
         context.try_shutdown()
 
-
-def _graph_nodes(node: Node) -> list[tuple[str, str]]:
-    return node.get_node_names_and_namespaces()
