@@ -52,7 +52,11 @@ BENCHMARKS: Final = (
               "Headline: ingest / bare rclpy subscriber (CPU per message, throughput) and built-in transports "
               "/ config/fastdds_shm.xml."),
     Benchmark("ingest_rgbd", "4 RGB-D cameras over Fast DDS: node ingest vs bare subscribers", "bench_ingest_rgbd.py",
-              (), "Headline: received/sent per camera for both receivers at 10 and 15 Hz (goal: 1 for every camera)."),
+              (), "Headline: received/sent per camera at 10 and 15 Hz (goal: 1 for every camera), the node's ingest "
+              "against bare subscribers spun by the MultiThreadedExecutor and by a side node."),
+    Benchmark("executor", "A 50/100 Hz pose stream: MultiThreadedExecutor vs the node's sensor side node",
+              "bench_executor.py", (),
+              "Headline: received/sent and CPU per message, SideNode / MultiThreadedExecutor (rclpy#1452)."),
     Benchmark("sensor", "Sensor-side per-call costs (in process, no DDS)", "bench_sensor.py", (),
               "Each case as a ratio to a memcpy measured next to it."),
     Benchmark("preprocess", "Oryx preprocessing of 1280x720 frames, exact and fast resize", "bench_preprocess.py",
