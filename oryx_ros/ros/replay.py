@@ -283,8 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.bag.exists():
         print(f"replay: no bag at {args.bag}", file=sys.stderr)
         return 2
-    # Python's own SIGINT handling (KeyboardInterrupt) stops playback cleanly; SIGTERM does the same.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Python's own SIGINT handling (KeyboardInterrupt) stops playback cleanly; SIGTERM does the same. Set
+    # for SIGINT too: a player started in the background by a non-interactive shell inherits SIGINT ignored.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.default_int_handler)
     try:
         with rclpy.init(args=["oryx-ros-replay", *argv], signal_handler_options=SignalHandlerOptions.NO):
             node = Node("oryx_replay")

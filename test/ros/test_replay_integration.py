@@ -44,10 +44,12 @@ TIMEOUT_S = 40.0
 
 
 
-def _replay_process(bag: Path, *args: str) -> subprocess.Popen[str]:
+def _replay_process(bag: Path, *args: str, sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    """``sigint_ignored``: start it as a non-interactive shell starts a background job (SIGINT ignored)."""
     return subprocess.Popen(
         [sys.executable, "-m", "oryx_ros.ros.replay", str(bag), *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
 
 
@@ -138,16 +140,20 @@ def test_loop_clock_and_topic_filter_until_interrupted(tmp_path: Path, ros_conte
     node.create_subscription(Clock, "/clock", lambda m: clocks.append(stamp_to_ns(m.clock)), 10)
     executor = SingleThreadedExecutor(context=ros_context)
     executor.add_node(node)
+    process = None
     try:
         process = _replay_process(
             bag, "--loop", "--clock", "50", "--rate", "4", "--topics", kept,
-            "--wait-subscribers", "1", "--wait-timeout", "20",
+            "--wait-subscribers", "1", "--wait-timeout", "20", sigint_ignored=True,
         )
         # Three passes over the 5 frames show the loop; then stop the player like Ctrl-C would.
         _spin_until(executor, lambda: len(received) >= 15, process)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=15)
     finally:
+        if process is not None and process.poll() is None:  # never leave a looping player behind
+            process.kill()
+            process.wait()
         executor.shutdown()
         node.destroy_node()
 
