@@ -1,11 +1,13 @@
-"""A pose stream (nav_msgs/Odometry) spun by the node's MultiThreadedExecutor vs by the SideNode the node
-uses for sensor subscriptions (a SingleThreadedExecutor on a thread of its own), in the same run.
+"""A pose stream (nav_msgs/Odometry) spun by rclpy's MultiThreadedExecutor, by the node's main executor
+(GilYieldingExecutor, rclpy#1452 fixed) and by the SideNode the node uses for sensor subscriptions (a
+SingleThreadedExecutor on a thread of its own), in the same run.
 
 One process, two rclpy contexts: a publisher context publishes Odometry at ``--rates`` Hz for ``--seconds``;
-the receiver context has an owner node spun by a MultiThreadedExecutor with the node's thread count
-(ask.queue_size + 5 = 13). The subscription (history 50, as the node's pose subscription) is either on the
-owner (``multi``) or on a SideNode (``side``); ``none`` has no subscription and measures the publisher
-alone, which is subtracted from the process CPU of the other two. Modes alternate within each repeat.
+the receiver context has an owner node spun by a MultiThreadedExecutor (``yielding``: GilYieldingExecutor)
+with the node's thread count (ask.queue_size + 5 = 13). The subscription (history 50, as the node's pose
+subscription) is on the owner (``multi``, ``yielding``) or on a SideNode (``side``); ``none`` has no
+subscription and measures the publisher alone, which is subtracted from the process CPU of the others.
+Modes alternate within each repeat.
 
     python bench/bench_executor.py            # about 1 minute
 """
@@ -24,7 +26,8 @@ from typing import Final
 
 from machine import cpu_model
 
-MODES: Final = ("none", "multi", "side")
+MODES: Final = ("none", "multi", "yielding", "side")
+LABELS: Final = {"multi": "MultiThreadedExecutor", "yielding": "GilYieldingExecutor", "side": "SideNode (sensors)"}
 EXECUTOR_THREADS: Final = 13  # oryx_ros.ros.node._serve: ask.queue_size (8) + 1 + 4
 HISTORY: Final = 50
 
@@ -44,6 +47,7 @@ def run_once(mode: str, rate_hz: float, seconds: float) -> Run:
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
 
+    from oryx_ros.ros.executors import GilYieldingExecutor
     from oryx_ros.ros.side_node import SideNode
 
     receiving, publishing = rclpy.Context(), rclpy.Context()
@@ -59,7 +63,8 @@ def run_once(mode: str, rate_hz: float, seconds: float) -> Run:
         side = SideNode(owner, "sensors") if mode == "side" else None
         if mode != "none":
             (side.node if side is not None else owner).create_subscription(Odometry, "/bench_odom", count, HISTORY)
-        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=receiving)
+        executor_type = GilYieldingExecutor if mode == "yielding" else MultiThreadedExecutor
+        executor = executor_type(num_threads=EXECUTOR_THREADS, context=receiving)
         executor.add_node(owner)
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
@@ -109,17 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     medians: dict[tuple[float, str], float] = {}
     for rate in args.rates:
         alone = statistics.median(r.cpu_s for r in runs if r.rate_hz == rate and r.mode == "none")
-        for mode, label in (("multi", "MultiThreadedExecutor"), ("side", "SideNode (node's sensors)")):
+        for mode, label in LABELS.items():
             mine = [r for r in runs if r.rate_hz == rate and r.mode == mode]
             worst = min(r.received / r.sent for r in mine)
             cpu = max(0.0, statistics.median(r.cpu_s for r in mine) - alone)
             per_msg = 1e3 * cpu / statistics.median(max(1, r.received) for r in mine)
             medians[(rate, mode)] = per_msg
             print(f"{rate:>5g} {label:<24} {worst:>22.3f} {per_msg:>11.3f} {cpu / args.seconds:>6.2f}")
-    print("\nratio SideNode / MultiThreadedExecutor, CPU per message (same rate)")
+    print("\nratios to rclpy's MultiThreadedExecutor, CPU per message (same rate)")
     for rate in args.rates:
         multi = medians[(rate, "multi")]
-        print(f"  {rate:g} Hz: {medians[(rate, 'side')] / multi:.2f}" if multi else f"  {rate:g} Hz: n/a")
+        for mode in ("yielding", "side"):
+            ratio = f"{medians[(rate, mode)] / multi:.2f}" if multi else "n/a"
+            print(f"  {rate:g} Hz {LABELS[mode]}: {ratio}")
     return 0
 
 

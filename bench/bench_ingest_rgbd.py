@@ -6,14 +6,20 @@ A publisher process stands in for the camera drivers: ``--cameras`` cameras, eac
 ``--seconds``, all cameras in phase (a hardware-synchronised rig: every tick is one burst of
 cameras x 1.5 MB, the hardest case for the shared-memory transport), and counts what it published on
 each topic. A receiver process takes them with the node's settings (config/oryx.yaml defaults):
-BEST_EFFORT with the node's qos.sensor_depth (10) of history, the node's MultiThreadedExecutor, and
+BEST_EFFORT with the node's qos.sensor_depth (10) of history, an executor with the node's thread count, and
 
-- ``bare``: one subscription per topic whose callback only counts (the reference);
-- ``ingest``: oryx_ros.ros.camera_ingest.CameraIngest into a FrameBuffer with the node's defaults
-  (2 Hz rate cap, 120 s window, 1 GB, approximate-time sync with 50 ms slop), counted by the ingest's
-  own per-camera message counters (what /diagnostics reports).
+- ``bare``: one subscription per topic whose callback only counts, spun by rclpy's MultiThreadedExecutor
+  (the reference: what a plain rclpy node gets);
+- ``bare_yield``: the same on the node's main executor (GilYieldingExecutor: rclpy#1452 fixed);
+- ``bare_own``: the same on a SideNode (a SingleThreadedExecutor on its own thread, as the node's sensors);
+- ``bare_raw``: as ``bare`` with raw (serialized) subscriptions;
+- ``ingest``: as the node: oryx_ros.ros.camera_ingest.CameraIngest with hand-off workers on a SideNode,
+  into a FrameBuffer with the node's defaults (2 Hz rate cap, 120 s window, 1 GB, approximate-time sync
+  with 50 ms slop), counted by the ingest's own per-camera message counters (what /diagnostics reports),
+  the owner node spun by the node's main executor;
+- ``inline``: the first version: the ingest's processing in its callbacks, on rclpy's MultiThreadedExecutor.
 
-The two receivers alternate within each rate and repeat, so load drift on a shared machine hits both.
+The receivers alternate within each rate and repeat, so load drift on a shared machine hits both.
 received/sent below 1 means the DDS layer or the receiver lost messages: best-effort history overflows
 while the executor is busy, or the shared-memory segment is full. ``lost`` is Fast DDS's sample-lost
 count (the message_lost QoS event) for the same subscriptions, so the loss can be placed: DDS-level
@@ -47,7 +53,7 @@ from machine import cpu_model
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 SHM_PROFILE: Final = REPO_ROOT / "config" / "fastdds_shm.xml"
-RECEIVERS: Final = ("bare", "bare_own", "bare_raw", "ingest", "inline")
+RECEIVERS: Final = ("bare", "bare_yield", "bare_own", "bare_raw", "ingest", "inline")
 KINDS: Final = ("image", "depth", "camera_info")
 READY_TIMEOUT_S: Final = 60.0
 DRAIN_S: Final = 1.0  # after the publisher ends, what is still queued is taken within this
@@ -157,12 +163,12 @@ def run_receiver(args: argparse.Namespace) -> int:
     ingest = None
     try:
         node = Node(f"bench_rgbd_{args.receiver}", context=context)
-        if args.receiver in ("bare", "bare_own", "bare_raw"):
+        if args.receiver in ("bare", "bare_yield", "bare_own", "bare_raw"):
             from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
             from oryx_ros.ros.side_node import SideNode
 
-            side = SideNode(node, "cameras") if args.receiver == "bare_own" else None
+            side = SideNode(node, "sensors") if args.receiver == "bare_own" else None
             subscriber = side.node if side is not None else node
 
             def counter(key: str) -> Any:
@@ -218,7 +224,12 @@ def run_receiver(args: argparse.Namespace) -> int:
 
             subscription.callback = timed
         threads = args.threads or (default("ask.queue_size") + 1 + 4)  # as oryx_ros.ros.node._serve
-        executor = MultiThreadedExecutor(num_threads=threads, context=context)
+        # The node's main executor (rclpy#1452 fixed) for the node's own receiver and bare_yield; rclpy's for the rest.
+        from oryx_ros.ros.executors import GilYieldingExecutor
+
+        node_executor = args.receiver in ("ingest", "bare_yield")
+        executor = (GilYieldingExecutor if node_executor else MultiThreadedExecutor)(num_threads=threads,
+                                                                                    context=context)
         executor.add_node(node)
         if args.busy_threads:  # the node's other Python work (inference worker, encoding) holding the GIL
             def busy() -> None:

@@ -1,11 +1,11 @@
 """The oryx node: a thin adapter from ROS to the sensor-side core, the spatial core and the Oryx engine.
 
-Threads and callback groups (MultiThreadedExecutor):
+Threads and callback groups (GilYieldingExecutor: rclpy's MultiThreadedExecutor with ros2/rclpy#1452 fixed):
 * camera and pose subscriptions live on a hidden helper node (``_<name>_sensors``, SideNode) spun by a
-  SingleThreadedExecutor on a thread of its own (rclpy's MultiThreadedExecutor costs about 5 ms of CPU a
-  message and lost camera messages at 4 RGB-D x 15 Hz); camera callbacks only hand each message to its camera's
-  bounded queue; one worker thread per camera gates, decodes and stores it (CameraIngest), so no camera's
-  decode delays another's messages;
+  SingleThreadedExecutor on a thread of its own, so requests holding the pool's threads never delay sensor
+  messages (rclpy's unfixed MultiThreadedExecutor lost camera messages at 4 RGB-D x 15 Hz); camera callbacks
+  only hand each message to its camera's bounded queue; one worker thread per camera gates, decodes and
+  stores it (CameraIngest), so no camera's decode delays another's messages;
 * the ``~/ask`` service and the ``~/ask`` action (a reentrant group each) submit a job to the single
   inference worker and wait for it, so several requests may wait while sensors keep streaming in;
 * the description and diagnostics timers (one mutually exclusive group) never wait on the model: a
@@ -43,7 +43,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -56,6 +56,7 @@ from oryx_ros.model.planner import PlanError
 from oryx_ros.msg import Evidence, SceneDescription, SceneGraph
 from oryx_ros.perception.frames import Frame
 from oryx_ros.ros.conversions import ns_to_stamp
+from oryx_ros.ros.executors import GilYieldingExecutor
 from oryx_ros.ros.inference_worker import CancelToken, DeadlineExceededError, InferenceWorker, WorkerBusyError
 from oryx_ros.ros.model_backend import is_local
 from oryx_ros.ros.parameters import CONFIG_FIELDS, NodeConfig, check_parameter, declare_parameters, descriptor_range
@@ -269,8 +270,8 @@ class OryxCore:
         # The node's clock (sim or wall) for the stamp gate's future check. Callbacks only queue messages; each
         # camera's worker thread decodes and stores, so one camera's slow decode never stalls another.
         clock = self.node.get_clock()
-        # Camera and pose subscriptions are spun by a helper node of their own (SideNode: rclpy's
-        # MultiThreadedExecutor costs about 5 ms of CPU a message and lost messages at camera rates).
+        # Camera and pose subscriptions are spun by a helper node of their own (SideNode): requests holding
+        # the main executor's threads never delay them.
         self._sensors = SideNode(self.node, "sensors")
         self.ingest = CameraIngest(self.node, config.cameras, self.buffer, synchronizer=synchronizer, qos=qos,
                                    now_ns=lambda: clock.now().nanoseconds, workers=True, side_node=self._sensors,
@@ -1123,9 +1124,10 @@ class _StopSignals:
 def _serve(node: Node, signals: _StopSignals) -> None:
     """Spin ``node`` until a stop signal, then stop it in order (see the module docstring)."""
     # Every queued or running request holds one thread while it waits for the model (the queue
-    # bounds them); the rest serve cameras, timers and new requests (which may be refused as busy).
+    # bounds them); the rest serve timers and new requests (which may be refused as busy). Sensor
+    # subscriptions are on the side node's executor.
     queue_size = node.get_parameter("ask.queue_size").value if node.has_parameter("ask.queue_size") else 8
-    executor = MultiThreadedExecutor(num_threads=queue_size + 1 + 4)
+    executor = GilYieldingExecutor(num_threads=queue_size + 1 + 4)
     executor.add_node(node)
 
     def spin() -> None:

@@ -1,14 +1,15 @@
 """A hidden helper node, spun by a SingleThreadedExecutor on a thread of its own, for sensor subscriptions.
 
-Why: rclpy's MultiThreadedExecutor re-submits tasks still waiting in its thread pool and re-scans a list
-of pending futures that grows to thousands under a steady stream of messages (ros2/rclpy#1452, fixed in
-rclpy 10.0.4 for Rolling, not in the Humble, Jazzy or Kilted releases we run on). Measured here (2 cores,
-bench/bench_ingest_rgbd.py): about 5 ms of CPU a message, so 4 RGB-D cameras at 15 Hz lost 10-45 % of their
-messages even to bare counting callbacks, and a 100 Hz Odometry subscription cost 0.67 of a core and lost
-43 % of its messages; the same subscriptions spun by a SingleThreadedExecutor took every message at
-0.7-0.9 ms (cameras) and 0.06 ms (odometry) of CPU a message. Subscriptions whose callbacks only hand a
-message off or record it (cameras, poses) get this node; services, actions and timers stay on the
-owner's executor.
+Why: sensor intake must not depend on the node's main executor. Its pool threads are held by requests
+waiting for the model, and rclpy's MultiThreadedExecutor itself re-submits tasks still waiting in its
+pool and re-scans a list of pending futures that grows to thousands under a steady stream of messages
+(ros2/rclpy#1452; the node's main executor carries the upstream fix, oryx_ros.ros.executors). Measured
+here (2 cores, bench/bench_ingest_rgbd.py, bench/bench_executor.py): on rclpy's MultiThreadedExecutor 4
+RGB-D cameras at 15 Hz lost 10-45 % of their messages even to bare counting callbacks, and a 100 Hz
+Odometry subscription cost 0.67 of a core and lost 39 %; spun by this node's SingleThreadedExecutor they
+took every message at 0.7-0.9 ms (cameras) and 0.6 ms (odometry) of CPU a message. Subscriptions whose
+callbacks only hand a message off or record it (cameras, poses) get this node; services, actions and
+timers stay on the owner's executor.
 
 The node's name starts with ``_`` (hidden from ``ros2 node list`` without ``--all``) and it ignores the
 process's command-line arguments, so a ``__node`` remap cannot give it the owner's name. Topic names are
