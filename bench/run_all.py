@@ -54,9 +54,10 @@ BENCHMARKS: Final = (
     Benchmark("ingest_rgbd", "4 RGB-D cameras over Fast DDS: node ingest vs bare subscribers", "bench_ingest_rgbd.py",
               (), "Headline: received/sent per camera at 10 and 15 Hz (goal: 1 for every camera), the node's ingest "
               "against bare subscribers spun by the MultiThreadedExecutor and by a side node."),
-    Benchmark("executor", "A 50/100 Hz pose stream: MultiThreadedExecutor vs the node's sensor side node",
+    Benchmark("executor", "A 50/100 Hz pose stream: rclpy's MultiThreadedExecutor vs the node's executors",
               "bench_executor.py", (),
-              "Headline: received/sent and CPU per message, SideNode / MultiThreadedExecutor (rclpy#1452)."),
+              "Headline: received/sent and CPU per message, GilYieldingExecutor and SideNode / rclpy's "
+              "MultiThreadedExecutor (rclpy#1452)."),
     Benchmark("sensor", "Sensor-side per-call costs (in process, no DDS)", "bench_sensor.py", (),
               "Each case as a ratio to a memcpy measured next to it."),
     Benchmark("preprocess", "Oryx preprocessing of 1280x720 frames, exact and fast resize", "bench_preprocess.py",
