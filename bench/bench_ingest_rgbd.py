@@ -17,7 +17,11 @@ BEST_EFFORT with the node's qos.sensor_depth (10) of history, an executor with t
   into a FrameBuffer with the node's defaults (2 Hz rate cap, 120 s window, 1 GB, approximate-time sync
   with 50 ms slop), counted by the ingest's own per-camera message counters (what /diagnostics reports),
   the owner node spun by the node's main executor;
-- ``inline``: the first version: the ingest's processing in its callbacks, on rclpy's MultiThreadedExecutor.
+- ``inline``: the first version: the ingest's processing in its callbacks, on rclpy's MultiThreadedExecutor;
+- ``node``: the node itself (``python -m oryx_ros.cli node``, tiny model, the defaults of config/oryx.yaml:
+  encoding on arrival, periodic descriptions and the keyframe memory all running), counted by the camera
+  counters it publishes on /diagnostics (Fast DDS's sample-lost count is not taken there). Not in the
+  default set: its start-up takes about a minute.
 
 The receivers alternate within each rate and repeat, so load drift on a shared machine hits both.
 received/sent below 1 means the DDS layer or the receiver lost messages: best-effort history overflows
@@ -53,7 +57,7 @@ from machine import cpu_model
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 SHM_PROFILE: Final = REPO_ROOT / "config" / "fastdds_shm.xml"
-RECEIVERS: Final = ("bare", "bare_yield", "bare_own", "bare_raw", "ingest", "inline")
+RECEIVERS: Final = ("bare", "bare_yield", "bare_own", "bare_raw", "ingest", "inline", "node")
 KINDS: Final = ("image", "depth", "camera_info")
 READY_TIMEOUT_S: Final = 60.0
 DRAIN_S: Final = 1.0  # after the publisher ends, what is still queued is taken within this
@@ -140,6 +144,8 @@ def run_publisher(args: argparse.Namespace) -> int:
 
 
 def run_receiver(args: argparse.Namespace) -> int:
+    if args.receiver == "node":
+        return run_node_receiver(args)
     import rclpy
     from rclpy.event_handler import SubscriptionEventCallbacks
     from rclpy.executors import MultiThreadedExecutor
@@ -279,6 +285,92 @@ def run_receiver(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_node_receiver(args: argparse.Namespace) -> int:
+    """The node in a process of its own; its /diagnostics counters say what it received."""
+    import signal
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from oryx_ros.model.tiny_checkpoint import ensure_tiny_checkpoint
+    from oryx_ros.params_file import write_params_file
+    from oryx_ros.srv import Ask
+
+    names = [f"cam{i}" for i in range(args.cameras)]
+    directory = Path(tempfile.mkdtemp(prefix="bench-rgbd-node-"))
+    cameras: dict[str, Any] = {"names": names}
+    for name in names:
+        topics = _topics(name)
+        cameras[name] = {"image_topic": topics["image"], "camera_info_topic": topics["camera_info"],
+                         "depth_topic": topics["depth"]}
+    params = write_params_file(directory / "oryx.yaml", {
+        "model": {"path": str(ensure_tiny_checkpoint())}, "cameras": cameras,
+        "memory": {"directory": str(directory / "memory")}})
+    log = (directory / "node.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
+                                str(params)], stdout=log, stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        client = Node("bench_rgbd_node_client", context=context)
+        arrays: list[Any] = []
+        client.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(client)
+        if not client.create_client(Ask, "/oryx/ask").wait_for_service(timeout_sec=READY_TIMEOUT_S * 3):
+            raise RuntimeError("the node did not come up: " + (directory / "node.log").read_text()[-2000:])
+        print("READY", flush=True)
+        cpu_start, wall_start = _process_cpu_s(process.pid), time.perf_counter()
+        select.select([sys.stdin], [], [], args.timeout)
+        sys.stdin.readline()
+        time.sleep(DRAIN_S)
+        cpu_s, wall_s = _process_cpu_s(process.pid) - cpu_start, time.perf_counter() - wall_start
+        arrays.clear()
+        values: dict[str, str] = {}
+        deadline = time.monotonic() + 10
+        while not values and time.monotonic() < deadline:  # the next report (1 Hz) is after the drain
+            executor.spin_once(timeout_sec=0.1)
+            for array in arrays:
+                for status in array.status:
+                    if status.name.endswith(": synchronizer"):
+                        values = {kv.key: kv.value for kv in status.values}
+        if not values:
+            raise RuntimeError("no /diagnostics from the node")
+        received: dict[str, int] = {}
+        ingest: dict[str, Any] = {}
+        for name in names:
+            overflow = {kind: int(values.get(f"{name} queue_overflow {kind}", 0)) for kind in KINDS}
+            for kind, key in (("image", "images"), ("depth", "depth_images"), ("camera_info", "camera_infos")):
+                received[f"{name} {kind}"] = int(values[f"{name} {key}"]) + overflow[kind]
+            ingest[name] = {"stored": int(values[f"{name} stored"]), "frames": int(values[f"{name} frames"]),
+                            "skipped_rate_cap": int(values[f"{name} skipped_rate_cap"]),
+                            "decoded_late": int(values[f"{name} decoded_late"]),
+                            "errors": int(values[f"{name} conversion_errors"]),
+                            "queue_overflow": {k: n for k, n in overflow.items() if n}}
+        print(json.dumps({"receiver": "node", "cpu_s": cpu_s, "wall_s": wall_s, "received": received, "lost": {},
+                          "ingest": ingest, "callback_ms": {}}), flush=True)
+        executor.shutdown(timeout_sec=0)
+        client.destroy_node()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        context.try_shutdown()
+    return 0
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _attach_lost_handler(node: Any, subscription: Any, callbacks: Any) -> None:
     """Register ``callbacks.message_lost`` on an existing subscription (rclpy only takes event callbacks
     at creation, so this creates the handler the way Subscription.__init__ does)."""
@@ -350,7 +442,7 @@ def run_one(rate_hz: float, receiver: str, args: argparse.Namespace, domain_id: 
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=receiver_log, text=True)
         publishing = None
         try:
-            wait_for_line(receiving, "READY", READY_TIMEOUT_S)
+            wait_for_line(receiving, "READY", READY_TIMEOUT_S * (4 if receiver == "node" else 1))
             publishing = subprocess.Popen(
                 [sys.executable, script, "--role", "publisher", "--rate", str(rate_hz), "--seconds",
                  str(args.seconds), *common],
@@ -455,8 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--receivers", nargs="+", choices=RECEIVERS, default=list(RECEIVERS),
-                        help="ingest: as the node (workers); inline: processing in the callbacks (before)")
+    parser.add_argument("--receivers", nargs="+", choices=RECEIVERS, default=[r for r in RECEIVERS if r != "node"],
+                        help="see the module docstring (node: the node process itself, not in the default set)")
     parser.add_argument("--rate-cap", type=float, default=2.0, help="ingest buffer rate cap, Hz (node default 2)")
     parser.add_argument("--threads", type=int, default=0, help="executor threads (0 = the node's default)")
     parser.add_argument("--busy-threads", type=int, default=0,
