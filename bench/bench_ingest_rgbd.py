@@ -6,7 +6,7 @@ A publisher process stands in for the camera drivers: ``--cameras`` cameras, eac
 ``--seconds``, all cameras in phase (a hardware-synchronised rig: every tick is one burst of
 cameras x 1.5 MB, the hardest case for the shared-memory transport), and counts what it published on
 each topic. A receiver process takes them with the node's settings (config/oryx.yaml defaults):
-BEST_EFFORT with the node's qos.sensor_depth (10) of history, an executor with the node's thread count, and
+BEST_EFFORT with the node's qos.sensor_depth (30) of history, an executor with the node's thread count, and
 
 - ``bare``: one subscription per topic whose callback only counts, spun by rclpy's MultiThreadedExecutor
   (the reference: what a plain rclpy node gets);
@@ -307,6 +307,7 @@ def run_node_receiver(args: argparse.Namespace) -> int:
                          "depth_topic": topics["depth"]}
     params = write_params_file(directory / "oryx.yaml", {
         "model": {"path": str(ensure_tiny_checkpoint())}, "cameras": cameras,
+        "qos": {"sensor_depth": args.qos_depth or 5},
         "memory": {"directory": str(directory / "memory")}})
     log = (directory / "node.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "oryx_ros.cli", "node", "--ros-args", "--params-file",
@@ -327,12 +328,14 @@ def run_node_receiver(args: argparse.Namespace) -> int:
         sys.stdin.readline()
         time.sleep(DRAIN_S)
         cpu_s, wall_s = _process_cpu_s(process.pid) - cpu_start, time.perf_counter() - wall_start
-        arrays.clear()
+        drained_ns = time.time_ns()
         values: dict[str, str] = {}
         deadline = time.monotonic() + 10
-        while not values and time.monotonic() < deadline:  # the next report (1 Hz) is after the drain
+        while not values and time.monotonic() < deadline:  # the first report (1 Hz) made after the drain
             executor.spin_once(timeout_sec=0.1)
-            for array in arrays:
+            for array in arrays:  # older reports still queued from before come first: skipped by their stamp
+                if array.header.stamp.sec * 1_000_000_000 + array.header.stamp.nanosec < drained_ns:
+                    continue
                 for status in array.status:
                     if status.name.endswith(": synchronizer"):
                         values = {kv.key: kv.value for kv in status.values}
@@ -350,7 +353,8 @@ def run_node_receiver(args: argparse.Namespace) -> int:
                             "errors": int(values[f"{name} conversion_errors"]),
                             "queue_overflow": {k: n for k, n in overflow.items() if n}}
         print(json.dumps({"receiver": "node", "cpu_s": cpu_s, "wall_s": wall_s, "received": received, "lost": {},
-                          "ingest": ingest, "callback_ms": {}}), flush=True)
+                          "ingest": ingest, "callback_ms": {}, "peak_rss_mb": _peak_rss_mb(process.pid)}),
+              flush=True)
         executor.shutdown(timeout_sec=0)
         client.destroy_node()
     finally:
@@ -363,6 +367,14 @@ def run_node_receiver(args: argparse.Namespace) -> int:
         log.close()
         context.try_shutdown()
     return 0
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of process ``pid`` (VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -401,6 +413,7 @@ class RunResult:
     late_ticks: int
     ingest: dict[str, Any]
     callback_ms: dict[str, dict[str, float]]
+    peak_rss_mb: float | None = None
 
     def ratio(self, camera: str, kinds: tuple[str, ...] = KINDS) -> float:
         sent = sum(self.sent.get(f"{camera} {k}", 0) for k in kinds)
@@ -465,7 +478,8 @@ def run_one(rate_hz: float, receiver: str, args: argparse.Namespace, domain_id: 
     pub, rec = _last_json(published), _last_json(out)
     return RunResult(rate_hz=rate_hz, receiver=receiver, sent=pub["sent"], received=rec["received"],
                      lost=rec["lost"], cpu_s=rec["cpu_s"], wall_s=rec["wall_s"], late_ticks=pub["late_ticks"],
-                     ingest=rec.get("ingest", {}), callback_ms=rec.get("callback_ms", {}))
+                     ingest=rec.get("ingest", {}), callback_ms=rec.get("callback_ms", {}),
+                     peak_rss_mb=rec.get("peak_rss_mb"))
 
 
 def report(results: list[RunResult], args: argparse.Namespace) -> None:
@@ -507,7 +521,8 @@ def report(results: list[RunResult], args: argparse.Namespace) -> None:
     for run in results:
         per = "  ".join(f"{n} {run.ratio(n, ('image',)):.2f},{run.ratio(n, ('depth',)):.2f},"
                         f"{run.ratio(n, ('camera_info',)):.2f}" for n in names)
-        print(f"  {run.rate_hz:g} Hz {run.receiver:<7} {per} | {sum(run.lost.values())} | {run.late_ticks}")
+        rss = f" | node peak RSS {run.peak_rss_mb:.0f} MB" if run.peak_rss_mb is not None else ""
+        print(f"  {run.rate_hz:g} Hz {run.receiver:<7} {per} | {sum(run.lost.values())} | {run.late_ticks}{rss}")
     print("\ntime in the callbacks, ms (mean / p99 / max) per kind")
     for run in results:
         per = "  ".join(f"{kind} {t['mean']:.2f}/{t['p99']:.2f}/{t['max']:.1f}" for kind, t in run.callback_ms.items())
@@ -555,8 +570,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="pure-Python busy threads in the receiver (GIL contention from the node's other work)")
     parser.add_argument("--bare-groups", choices=("camera", "subscription"), default="subscription",
                         help="bare receiver: a mutually exclusive callback group per camera or per subscription")
-    parser.add_argument("--qos-depth", type=int, default=10,
-                        help="BEST_EFFORT history depth of the receivers (the node's qos.sensor_depth, 10; "
+    parser.add_argument("--qos-depth", type=int, default=30,
+                        help="BEST_EFFORT history depth of the receivers (the node's qos.sensor_depth, 30; "
                              "0 = rclpy's sensor-data QoS, depth 5, the node before)")
     parser.add_argument("--timeout", type=float, default=60.0)
     # Internal: run as one process of the pair.

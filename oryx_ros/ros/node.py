@@ -261,8 +261,8 @@ class OryxCore:
         from oryx_ros.ros.camera_ingest import CameraIngest
 
         config = self.config
-        # Sensor-data QoS (BEST_EFFORT, volatile) with qos.sensor_depth of history, not its 5: a burst of
-        # several RGB-D cameras must wait out a busy executor without being overwritten (bench_ingest_rgbd.py).
+        # Sensor-data QoS (BEST_EFFORT, volatile) with qos.sensor_depth (30: 2 s at 15 Hz) of history, not its 5:
+        # several RGB-D cameras must wait out a busy moment without being overwritten (bench_ingest_rgbd.py).
         qos = QoSProfile(depth=config.sensor_qos_depth, reliability=QoSReliabilityPolicy.RELIABLE
                          if config.sensor_qos_reliable else qos_profile_sensor_data.reliability)
         synchronizer = ApproximateTimeSynchronizer(

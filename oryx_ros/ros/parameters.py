@@ -258,7 +258,7 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
         "stamps further than this ahead of the node's clock (sim or wall) are quarantined, seconds", 0.0, 3600.0)),
     "qos.sensor_reliable": (False, _text("camera subscriptions RELIABLE instead of sensor-data BEST_EFFORT",
                                          **_fixed(FIXED_SUBSCRIPTIONS))),
-    "qos.sensor_depth": (10, _int("camera subscription queue depth", 1, 1000, **_fixed(FIXED_SUBSCRIPTIONS))),
+    "qos.sensor_depth": (30, _int("camera subscription queue depth", 1, 1000, **_fixed(FIXED_SUBSCRIPTIONS))),
 }
 
 # Parameter -> NodeConfig field. The node keeps its config in step with run-time changes through it.
