@@ -171,6 +171,7 @@ class OryxCore:
         self.ask_service: Any = None
         self.ask_action: Any = None
         self._timers: list[Any] = []
+        self._pose_subscription: Any = None
         self._sensors: SideNode | None = None
         self._clock_jump_handle: Any = None
         self._description_pending = False
@@ -288,8 +289,8 @@ class OryxCore:
         self._restart_description_timer()
         self._apply_sensor_settings()
         if self.spatial is not None and config.pose_topic:
-            # Held by the side node, and destroyed with it on deactivate.
-            self.spatial.subscribe_pose(self._sensors.node, self._sensors.resolve(config.pose_topic), config.pose_type)
+            self._pose_subscription = self.spatial.subscribe_pose(
+                self._sensors.node, self._sensors.resolve(config.pose_topic), config.pose_type)
         self.log.info(f"listening to {len(config.cameras)} camera(s): "
                       + ", ".join(f"{c.name} ({c.image_topic})" for c in config.cameras))
 
@@ -303,7 +304,9 @@ class OryxCore:
         for timer in self._timers:
             self.node.destroy_timer(timer)
         self._timers = []
-        if self._sensors is not None:  # with the pose subscription
+        if self._pose_subscription is not None:
+            self._pose_subscription = None  # destroyed with the side node
+        if self._sensors is not None:
             self._sensors.close()
             self._sensors = None
 
